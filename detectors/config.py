@@ -1,0 +1,102 @@
+"""The configuration of a DETR-family detector: one flat, frozen record per model."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+ARCHITECTURES = ("detr", "conditional_detr", "deformable_detr")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+# Defaults of the reference repositories' training scripts, per architecture.
+_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "detr": dict(num_classes=91, num_queries=100, dim_feedforward=2048, num_feature_levels=1),
+    "conditional_detr": dict(num_classes=91, num_queries=300, dim_feedforward=2048, num_feature_levels=1),
+    "deformable_detr": dict(num_classes=91, num_queries=300, dim_feedforward=1024, num_feature_levels=4),
+}
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to build a detector; names follow the reference repositories' `args`.
+
+    `num_classes` is the size of the label space as the reference repositories count it (91 for
+    COCO); DETR adds one "no object" logit on top of it.
+    """
+
+    arch: str
+    num_classes: int = 91
+    num_queries: int = 100
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    pre_norm: bool = False
+    # backbone
+    backbone: str = "resnet50"
+    dilation: bool = False
+    deformable_stages: tuple[int, ...] = ()
+    position_embedding: str = "sine"
+    # Deformable DETR
+    num_feature_levels: int = 1
+    enc_n_points: int = 4
+    dec_n_points: int = 4
+    with_box_refine: bool = False
+    two_stage: bool = False
+    # post-processing: detections kept per image by the sigmoid top-k heads
+    num_select: int = 100
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.arch not in ARCHITECTURES:
+            problems.append(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone {self.backbone!r} is not one of {BACKBONES}")
+        if self.hidden_dim % self.nheads:
+            problems.append(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
+        if self.position_embedding not in ("sine", "learned"):
+            problems.append(f"position_embedding {self.position_embedding!r} is not 'sine' or 'learned'")
+        if any(stage not in (1, 2, 3, 4) for stage in self.deformable_stages):
+            problems.append(f"deformable_stages {self.deformable_stages} must name ResNet stages 1..4")
+        if self.arch == "deformable_detr":
+            if self.num_feature_levels < 1:
+                problems.append("num_feature_levels must be at least 1")
+            if self.two_stage and not self.with_box_refine:
+                problems.append("two_stage needs with_box_refine (as in the reference configurations)")
+            if self.hidden_dim % 32:
+                problems.append(f"hidden_dim {self.hidden_dim} must be a multiple of 32 (GroupNorm(32) in input_proj)")
+        elif self.with_box_refine or self.two_stage or self.num_feature_levels != 1:
+            problems.append(f"with_box_refine, two_stage and num_feature_levels > 1 exist only for deformable_detr, not {self.arch}")
+        if problems:
+            raise ValueError("invalid detector configuration: " + "; ".join(problems))
+
+    @classmethod
+    def for_arch(cls, arch: str, **overrides: Any) -> "DetectorConfig":
+        """The reference defaults of `arch`, with `overrides` applied."""
+        if arch not in _ARCH_DEFAULTS:
+            raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown configuration field(s) {unknown}")
+        if "deformable_stages" in overrides:
+            overrides["deformable_stages"] = tuple(overrides["deformable_stages"])
+        return cls(arch=arch, **{**_ARCH_DEFAULTS[arch], **overrides})
+
+    def replace(self, **changes: Any) -> "DetectorConfig":
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (tuples as lists)."""
+        out = dataclasses.asdict(self)
+        out["deformable_stages"] = list(self.deformable_stages)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DetectorConfig":
+        """Inverse of `to_dict`."""
+        data = dict(data)
+        data["deformable_stages"] = tuple(data.get("deformable_stages", ()))
+        return cls(**data)

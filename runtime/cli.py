@@ -1,0 +1,3 @@
+import sys
+def main(argv=None) -> int:
+    print("detrt cli"); return 0
