@@ -61,13 +61,16 @@ class DetectorConfig:
         if any(stage not in (1, 2, 3, 4) for stage in self.deformable_stages):
             problems.append(f"deformable_stages {self.deformable_stages} must name ResNet stages 1..4")
         if self.arch == "deformable_detr":
-            if self.num_feature_levels < 1:
-                problems.append("num_feature_levels must be at least 1")
+            if self.num_feature_levels == 2 or self.num_feature_levels < 1:
+                problems.append(f"num_feature_levels must be 1 (C5 only) or at least 3 (C3-C5 plus extra levels), "
+                                f"got {self.num_feature_levels}")
             if self.two_stage and not self.with_box_refine:
                 problems.append("two_stage needs with_box_refine (as in the reference configurations)")
             if self.hidden_dim % 32:
                 problems.append(f"hidden_dim {self.hidden_dim} must be a multiple of 32 (GroupNorm(32) in input_proj)")
-        elif self.with_box_refine or self.two_stage or self.num_feature_levels != 1:
+        if self.pre_norm and self.arch != "detr":
+            problems.append(f"pre_norm exists only for detr, not {self.arch}")
+        if self.arch != "deformable_detr" and (self.with_box_refine or self.two_stage or self.num_feature_levels != 1):
             problems.append(f"with_box_refine, two_stage and num_feature_levels > 1 exist only for deformable_detr, not {self.arch}")
         if problems:
             raise ValueError("invalid detector configuration: " + "; ".join(problems))

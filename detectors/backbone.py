@@ -1,0 +1,113 @@
+"""ResNet backbones with frozen BatchNorm, optional DC5 dilation and deformable 3x3 convolutions.
+
+The module layout (`backbone.0.body.*`, `backbone.1.*`) is the one of the reference repositories,
+so their state dicts load without renaming.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d, deform_conv2d
+
+from .position_encoding import build_position_encoding
+
+_STAGE_CHANNELS = {  # output channels of layer1..layer4
+    "resnet18": (64, 128, 256, 512),
+    "resnet34": (64, 128, 256, 512),
+    "resnet50": (256, 512, 1024, 2048),
+    "resnet101": (256, 512, 1024, 2048),
+}
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """DCNv2: a 3x3 convolution sampled at learned offsets, modulated by a learned mask.
+
+    `conv_offset` predicts (dy, dx) pairs and a mask logit for each kernel point (torchvision's
+    offset layout); it starts at zero, so a fresh layer equals the plain convolution it replaces.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        kh, kw = conv.kernel_size
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        self.conv_offset = nn.Conv2d(conv.in_channels, 3 * kh * kw, conv.kernel_size, conv.stride,
+                                     conv.padding, conv.dilation, bias=True)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        offset_y_x, mask_logits = self.conv_offset(x).split([2 * self.conv_offset.out_channels // 3,
+                                                            self.conv_offset.out_channels // 3], dim=1)
+        return deform_conv2d(x, offset_y_x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                             mask=mask_logits.sigmoid())
+
+
+class ResNetBody(nn.Module):
+    """The stem and stages of a torchvision ResNet (no pooling/fc), returning chosen stages."""
+
+    def __init__(self, name: str, dilation: bool, deformable_stages: tuple[int, ...], return_stages: tuple[int, ...]) -> None:
+        super().__init__()
+        if dilation and name in ("resnet18", "resnet34"):
+            raise ValueError(f"DC5 (dilation) needs bottleneck blocks; {name} has basic blocks: use resnet50 or resnet101")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
+                                                   replace_stride_with_dilation=[False, False, dilation])
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        for stage in deformable_stages:
+            for block in getattr(self, f"layer{stage}"):
+                block.conv2 = ModulatedDeformConv2d(block.conv2)
+        self.return_stages = return_stages
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outputs = []
+        for stage in range(1, max(self.return_stages) + 1):
+            x = getattr(self, f"layer{stage}")(x)
+            if stage in self.return_stages:
+                outputs.append(x)
+        return outputs
+
+
+class Backbone(nn.Module):
+    """A ResNet body; `num_channels` and `strides` describe the returned stages."""
+
+    def __init__(self, name: str, dilation: bool, deformable_stages: tuple[int, ...], return_stages: tuple[int, ...]) -> None:
+        super().__init__()
+        self.body = ResNetBody(name, dilation, deformable_stages, return_stages)
+        self.num_channels = [_STAGE_CHANNELS[name][stage - 1] for stage in return_stages]
+        self.strides = [2 ** (stage + 1) for stage in return_stages]
+        if dilation:
+            self.strides[-1] //= 2
+
+    def forward(self, images: Tensor, mask: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [(feature, resize_mask(mask, feature.shape[-2:])) for feature in self.body(images)]
+
+
+def resize_mask(mask: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """The padding mask at a feature map's resolution (nearest neighbour, as the reference)."""
+    return F.interpolate(mask[None].float(), size=tuple(size)).to(torch.bool)[0]
+
+
+class Joiner(nn.Sequential):
+    """backbone.0 = the ResNet, backbone.1 = the position encoding."""
+
+    def __init__(self, backbone: Backbone, position_embedding: nn.Module) -> None:
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+        self.strides = backbone.strides
+
+    def forward(self, images: Tensor, mask: Tensor) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor]]:
+        features = self[0](images, mask)
+        pos = [self[1](feature_mask).to(feature.dtype) for feature, feature_mask in features]
+        return features, pos
+
+
+def build_backbone(name: str, hidden_dim: int, position_embedding: str, dilation: bool,
+                   deformable_stages: tuple[int, ...], return_stages: tuple[int, ...], sine_offset: float) -> Joiner:
+    """Backbone + position encoding, laid out as the reference repositories' `backbone` module."""
+    backbone = Backbone(name, dilation, deformable_stages, return_stages)
+    return Joiner(backbone, build_position_encoding(position_embedding, hidden_dim, sine_offset))
