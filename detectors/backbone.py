@@ -13,12 +13,25 @@ from torchvision.ops import FrozenBatchNorm2d, deform_conv2d
 
 from .position_encoding import build_position_encoding
 
-_STAGE_CHANNELS = {  # output channels of layer1..layer4
-    "resnet18": (64, 128, 256, 512),
-    "resnet34": (64, 128, 256, 512),
-    "resnet50": (256, 512, 1024, 2048),
-    "resnet101": (256, 512, 1024, 2048),
-}
+_EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4, "resnet101": 4}  # stage channels / planes
+
+
+def _resnet(name: str, width: int, dilation: bool) -> torchvision.models.ResNet:
+    """A torchvision ResNet with frozen BN; `width` != 64 rebuilds its stages with planes width * 2**i."""
+    resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
+                                               replace_stride_with_dilation=[False, False, dilation])
+    if width != 64:
+        block = type(resnet.layer1[0])
+        depths = [len(getattr(resnet, f"layer{stage}")) for stage in range(1, 5)]
+        resnet.inplanes, resnet.dilation = width, 1
+        resnet.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        resnet.bn1 = FrozenBatchNorm2d(width)
+        resnet.layer1 = resnet._make_layer(block, width, depths[0])
+        for stage in range(2, 5):
+            layer = resnet._make_layer(block, width * 2 ** (stage - 1), depths[stage - 1], stride=2,
+                                       dilate=dilation and stage == 4)
+            setattr(resnet, f"layer{stage}", layer)
+    return resnet
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -49,12 +62,12 @@ class ModulatedDeformConv2d(nn.Module):
 class ResNetBody(nn.Module):
     """The stem and stages of a torchvision ResNet (no pooling/fc), returning chosen stages."""
 
-    def __init__(self, name: str, dilation: bool, deformable_stages: tuple[int, ...], return_stages: tuple[int, ...]) -> None:
+    def __init__(self, name: str, width: int, dilation: bool, deformable_stages: tuple[int, ...],
+                 return_stages: tuple[int, ...]) -> None:
         super().__init__()
         if dilation and name in ("resnet18", "resnet34"):
             raise ValueError(f"DC5 (dilation) needs bottleneck blocks; {name} has basic blocks: use resnet50 or resnet101")
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d,
-                                                   replace_stride_with_dilation=[False, False, dilation])
+        resnet = _resnet(name, width, dilation)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         for stage in deformable_stages:
@@ -75,10 +88,11 @@ class ResNetBody(nn.Module):
 class Backbone(nn.Module):
     """A ResNet body; `num_channels` and `strides` describe the returned stages."""
 
-    def __init__(self, name: str, dilation: bool, deformable_stages: tuple[int, ...], return_stages: tuple[int, ...]) -> None:
+    def __init__(self, name: str, width: int, dilation: bool, deformable_stages: tuple[int, ...],
+                 return_stages: tuple[int, ...]) -> None:
         super().__init__()
-        self.body = ResNetBody(name, dilation, deformable_stages, return_stages)
-        self.num_channels = [_STAGE_CHANNELS[name][stage - 1] for stage in return_stages]
+        self.body = ResNetBody(name, width, dilation, deformable_stages, return_stages)
+        self.num_channels = [width * 2 ** (stage - 1) * _EXPANSION[name] for stage in return_stages]
         self.strides = [2 ** (stage + 1) for stage in return_stages]
         if dilation:
             self.strides[-1] //= 2
@@ -106,8 +120,8 @@ class Joiner(nn.Sequential):
         return features, pos
 
 
-def build_backbone(name: str, hidden_dim: int, position_embedding: str, dilation: bool,
+def build_backbone(name: str, width: int, hidden_dim: int, position_embedding: str, dilation: bool,
                    deformable_stages: tuple[int, ...], return_stages: tuple[int, ...], sine_offset: float) -> Joiner:
     """Backbone + position encoding, laid out as the reference repositories' `backbone` module."""
-    backbone = Backbone(name, dilation, deformable_stages, return_stages)
+    backbone = Backbone(name, width, dilation, deformable_stages, return_stages)
     return Joiner(backbone, build_position_encoding(position_embedding, hidden_dim, sine_offset))

@@ -18,7 +18,7 @@ def build_model(config: DetectorConfig) -> nn.Module:
     c = config
     if c.arch == "deformable_detr":
         return_stages = (2, 3, 4) if c.num_feature_levels > 1 else (4,)
-        backbone = build_backbone(c.backbone, c.hidden_dim, c.position_embedding, c.dilation, c.deformable_stages,
+        backbone = build_backbone(c.backbone, c.backbone_width, c.hidden_dim, c.position_embedding, c.dilation, c.deformable_stages,
                                   return_stages, sine_offset=-0.5)
         transformer = DeformableTransformer(c.hidden_dim, c.nheads, c.enc_layers, c.dec_layers, c.dim_feedforward,
                                             c.dropout, c.num_feature_levels, c.dec_n_points, c.enc_n_points,
@@ -26,7 +26,7 @@ def build_model(config: DetectorConfig) -> nn.Module:
         model: nn.Module = DeformableDETR(backbone, transformer, c.num_classes, c.num_queries, c.num_feature_levels,
                                           c.with_box_refine, c.two_stage)
     else:
-        backbone = build_backbone(c.backbone, c.hidden_dim, c.position_embedding, c.dilation, c.deformable_stages,
+        backbone = build_backbone(c.backbone, c.backbone_width, c.hidden_dim, c.position_embedding, c.dilation, c.deformable_stages,
                                   (4,), sine_offset=0.0)
         if c.arch == "detr":
             transformer = Transformer(c.hidden_dim, c.nheads, c.enc_layers, c.dec_layers, c.dim_feedforward,

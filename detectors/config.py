@@ -36,6 +36,7 @@ class DetectorConfig:
     pre_norm: bool = False
     # backbone
     backbone: str = "resnet50"
+    backbone_width: int = 64  # channels of the stem and first stage (64 in torchvision); stages double it
     dilation: bool = False
     deformable_stages: tuple[int, ...] = ()
     position_embedding: str = "sine"
@@ -54,6 +55,8 @@ class DetectorConfig:
             problems.append(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
         if self.backbone not in BACKBONES:
             problems.append(f"backbone {self.backbone!r} is not one of {BACKBONES}")
+        if self.backbone_width < 8 or self.backbone_width % 8:
+            problems.append(f"backbone_width must be a positive multiple of 8, got {self.backbone_width}")
         if self.hidden_dim % self.nheads:
             problems.append(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
         if self.position_embedding not in ("sine", "learned"):

@@ -84,12 +84,22 @@ class DeformableDETR(nn.Module):
             pos.append(self.backbone[1](level_mask).to(src.dtype))
 
         query_embed = None if self.two_stage else self.query_embed.weight
-        states, init_reference, references, _, _ = self.transformer(srcs, masks, pos, query_embed)
+        states, init_reference, references, enc_class, enc_coord_unact = self.transformer(srcs, masks, pos, query_embed)
         last = states.shape[0] - 1
-        reference = inverse_sigmoid(init_reference if last == 0 else references[last - 1])
-        delta = self.bbox_embed[last](states[last])
+        outputs = self._layer_outputs(states, init_reference, references, last)
+        if self.training:  # auxiliary outputs of every other decoder layer (and the encoder), for the losses
+            outputs["aux_outputs"] = [self._layer_outputs(states, init_reference, references, layer)
+                                      for layer in range(last)]
+            if self.two_stage:
+                outputs["enc_outputs"] = {"pred_logits": enc_class, "pred_boxes": enc_coord_unact.sigmoid()}
+        return outputs
+
+    def _layer_outputs(self, states: Tensor, init_reference: Tensor, references: Tensor, layer: int) -> dict[str, Tensor]:
+        """Class logits and boxes predicted from decoder layer `layer`, relative to its input reference."""
+        reference = inverse_sigmoid(init_reference if layer == 0 else references[layer - 1])
+        delta = self.bbox_embed[layer](states[layer])
         if reference.shape[-1] == 4:
             boxes = delta + reference
         else:
             boxes = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
-        return {"pred_logits": self.class_embed[last](states[last]), "pred_boxes": boxes.sigmoid()}
+        return {"pred_logits": self.class_embed[layer](states[layer]), "pred_boxes": boxes.sigmoid()}

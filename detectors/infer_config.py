@@ -49,6 +49,7 @@ def _backbone(state_dict: dict[str, Tensor]) -> str | None:
 def _from_weights(state_dict: dict[str, Tensor], arch: str, nheads: int) -> dict[str, Any]:
     found: dict[str, Any] = {
         "backbone": _backbone(state_dict),
+        "backbone_width": _rows(state_dict, "backbone.0.body.conv1.weight"),
         "enc_layers": _count(state_dict, "transformer.encoder.layers.") or None,
         "dec_layers": _count(state_dict, "transformer.decoder.layers.") or None,
         "dim_feedforward": _rows(state_dict, "transformer.encoder.layers.0.linear1.weight"),

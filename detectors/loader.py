@@ -70,5 +70,10 @@ def load(path: str | Path, arch: str | None = None, class_names: list[str] | Non
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
     config = infer_config(checkpoint.state_dict, arch, checkpoint.args, **overrides)
+    saved = vars(checkpoint.args) if checkpoint.args is not None else {}
+    if preprocess is None and isinstance(saved.get("preprocess"), dict):  # written by detrt's training
+        preprocess = PreprocessSpec.from_dict(saved["preprocess"])
+    if class_names is None and isinstance(saved.get("class_names"), list):
+        class_names = [str(name) for name in saved["class_names"]]
     what = f"checkpoint {path}" + (f" (it looks like {detected})" if detected and detected != arch else "")
     return detector_from_state_dict(checkpoint.state_dict, config, class_names, preprocess, what)

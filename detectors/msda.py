@@ -117,4 +117,8 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     if validate:
         check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if impl == "reference" and torch.is_grad_enabled() and any(
+            t.requires_grad for t in (value, sampling_locations, attention_weights)):
+        # training: let autograd record the reference directly instead of recomputing it in backward
+        return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
     return _ms_deform_attn_op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, impl)

@@ -22,6 +22,30 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--arch", choices=["detr", "conditional_detr", "deformable_detr"], help="skip detection")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(handler=commands.inspect)
+    dataset = sub.add_parser("dataset", help="generate a synthetic dataset")
+    dataset_kind = dataset.add_subparsers(dest="kind", required=True, metavar="KIND")
+    shapes = dataset_kind.add_parser("shapes", help="coloured shapes on textured backgrounds, COCO format")
+    shapes.add_argument("--out", required=True, help="output directory (images/ and annotations.json)")
+    shapes.add_argument("--num", type=int, required=True, help="number of images")
+    shapes.add_argument("--seed", type=int, required=True, help="seed: image i depends only on (seed, i)")
+    shapes.set_defaults(handler=commands.dataset_shapes)
+
+    train = sub.add_parser("train", help="train a zoo detector on a COCO-format dataset (resumable)")
+    train.add_argument("--zoo", required=True, help="the zoo entry whose configuration to train")
+    train.add_argument("--data", required=True, help="dataset directory (annotations.json + images/)")
+    train.add_argument("--out", required=True, help="directory for checkpoint.pth")
+    train.add_argument("--epochs", type=int, help="override the number of epochs")
+    train.add_argument("--batch-size", type=int, help="override the batch size")
+    train.add_argument("--no-resume", action="store_true", help="start again even if OUT/checkpoint.pth exists")
+    train.set_defaults(handler=commands.train)
+
+    evaluate = sub.add_parser("eval", help="COCO mAP of a model on a COCO-format dataset")
+    evaluate.add_argument("model", help="a zoo name or a checkpoint file")
+    evaluate.add_argument("--coco", required=True, help="COCO annotations JSON")
+    evaluate.add_argument("--images", help="images directory (default: images/ beside the JSON)")
+    evaluate.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.set_defaults(handler=commands.evaluate)
     return parser
 
 

@@ -26,3 +26,40 @@ def inspect(args: argparse.Namespace) -> dict:
     detector = load(args.checkpoint, arch=args.arch)
     parameters = sum(p.numel() for p in detector.model.parameters())
     return {"checkpoint": args.checkpoint, **detector.config.to_dict(), "parameters": parameters}
+
+
+def dataset_shapes(args: argparse.Namespace) -> dict:
+    """Write the synthetic shapes dataset."""
+    from detrt.detectors.shapes_dataset import write_dataset
+
+    return {"annotations": str(write_dataset(args.out, args.num, args.seed))}
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train the zoo configuration `args.zoo` on `args.data`."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from detrt.detectors import zoo
+    from detrt.detectors.train import TrainSettings, train as run_training
+
+    entry = zoo.entry(args.zoo)
+    settings = TrainSettings()
+    settings = replace(settings, epochs=args.epochs or settings.epochs, batch_size=args.batch_size or settings.batch_size)
+    path = run_training(entry.config, entry.preprocess, Path(args.data) / "annotations.json", Path(args.out), settings,
+                        resume=not args.no_resume)
+    return {"checkpoint": str(path)}
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """COCO metrics of a zoo model or checkpoint."""
+    import json
+    from pathlib import Path
+
+    from detrt.detectors.evaluate import evaluate_detector
+    from detrt.detectors.zoo import open_model
+
+    metrics = evaluate_detector(open_model(args.model), args.coco, args.images, args.batch_size)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+    return metrics

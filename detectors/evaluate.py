@@ -1,0 +1,60 @@
+"""COCO mAP of any predictor on a COCO-format dataset (pycocotools).
+
+A predictor maps a list of (3, H, W) uint8 images to one `Detections` per image, boxes in the
+images' own pixels: a PyTorch `Detector` today, ONNX Runtime and TensorRT backends later.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import Tensor
+from tqdm import tqdm
+
+from .coco import CocoDataset
+from .detections import Detections
+
+Predictor = Callable[[list[Tensor]], list[Detections]]
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def predictions_as_coco(dataset: CocoDataset, predict: Predictor, batch_size: int = 8) -> list[dict]:
+    """Run `predict` over the dataset and return COCO result records (xywh boxes)."""
+    results = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluating", unit="batch"):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        for index, detections in zip(indices, predict([dataset.load_image(i) for i in indices])):
+            image_id = dataset.images[index]["id"]
+            for box, score, label in zip(detections.boxes.tolist(), detections.scores.tolist(),
+                                         detections.labels.tolist()):
+                x0, y0, x1, y1 = box
+                results.append({"image_id": image_id, "category_id": dataset.category_ids[label],
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    return results
+
+
+def coco_metrics(annotations: str | Path, results: list[dict]) -> dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl (0..1, as pycocotools prints them) of `results`."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(str(annotations))
+        if not results:
+            return dict.fromkeys(METRICS, 0.0)
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return {name: float(evaluation.stats[i]) for i, name in enumerate(METRICS)}
+
+
+def evaluate_detector(predict: Predictor, annotations: str | Path, images_dir: str | Path | None = None,
+                      batch_size: int = 8) -> dict[str, float | int]:
+    """COCO metrics of `predict` on the dataset, with the number of images."""
+    dataset = CocoDataset.read(annotations, images_dir)
+    metrics: dict[str, float | int] = dict(coco_metrics(annotations, predictions_as_coco(dataset, predict, batch_size)))
+    metrics["images"] = len(dataset)
+    return metrics
