@@ -1,0 +1,117 @@
+"""Small HuggingFace DETR-family detectors with random weights, built offline, and inputs for them."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import (ConditionalDetrConfig, ConditionalDetrForObjectDetection, DeformableDetrConfig,
+                          DeformableDetrForObjectDetection, DetrConfig, DetrForObjectDetection, ResNetConfig)
+
+LABELS = {0: "cat", 1: "dog", 2: "bird", 3: "car", 4: "tree"}
+# d_model 64 = 2 GroupNorm(32) groups of Deformable DETR's input projections; 4 heads of 16.
+SMALL: dict[str, Any] = dict(d_model=64, encoder_attention_heads=4, decoder_attention_heads=4, encoder_layers=2,
+                             decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128, num_queries=10,
+                             id2label=LABELS, use_timm_backbone=False)
+MULTI_SCALE = ["stage2", "stage3", "stage4"]
+ARCHITECTURES = {
+    "detr": (DetrForObjectDetection, DetrConfig),
+    "conditional_detr": (ConditionalDetrForObjectDetection, ConditionalDetrConfig),
+    "deformable_detr": (DeformableDetrForObjectDetection, DeformableDetrConfig),
+}
+
+
+def resnet_config(name: str, out_features: list[str], **changes: Any) -> ResNetConfig:
+    """HF ResNet shaped like torchvision's resnet18 or resnet50, so that its weights map one to one."""
+    if name == "resnet18":
+        shape = dict(layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512])
+    else:
+        shape = dict(layer_type="bottleneck", depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048])
+    return ResNetConfig(out_features=out_features, **{**shape, **changes})
+
+
+# variant -> (architecture, backbone, output stages, config options)
+VARIANTS: dict[str, tuple[str, str, list[str], dict[str, Any]]] = {
+    "detr-r50": ("detr", "resnet50", ["stage4"], {}),
+    "detr-learned-pos": ("detr", "resnet18", ["stage4"], dict(position_embedding_type="learned")),
+    "conditional-detr": ("conditional_detr", "resnet18", ["stage4"], {}),
+    "deformable-detr": ("deformable_detr", "resnet18", MULTI_SCALE, dict(tie_word_embeddings=False)),
+    "deformable-detr-single-scale-learned-pos": ("deformable_detr", "resnet18", ["stage4"],
+                                                 dict(num_feature_levels=1, position_embedding_type="learned")),
+    "deformable-detr-refine": ("deformable_detr", "resnet18", MULTI_SCALE,
+                               dict(with_box_refine=True, tie_word_embeddings=False)),
+    "deformable-detr-refine-tied": ("deformable_detr", "resnet18", MULTI_SCALE, dict(with_box_refine=True)),
+    "deformable-detr-two-stage": ("deformable_detr", "resnet18", MULTI_SCALE,
+                                  dict(with_box_refine=True, two_stage=True, tie_word_embeddings=False)),
+}
+
+
+def build_hf(arch: str, backbone_config: Any, **options: Any) -> nn.Module:
+    """A small HF detector of `arch` with randomised weights, in eval mode."""
+    model_class, config_class = ARCHITECTURES[arch]
+    extra = dict(two_stage_num_proposals=SMALL["num_queries"]) if arch == "deformable_detr" else {}
+    model = model_class(config_class(backbone_config=backbone_config, **{**SMALL, **extra, **options})).eval()
+    randomise_(model)
+    return model
+
+
+def hf_model(variant: str) -> nn.Module:
+    """The HF detector of one of `VARIANTS`."""
+    arch, backbone, stages, options = VARIANTS[variant]
+    return build_hf(arch, resnet_config(backbone, stages), **options)
+
+
+@torch.no_grad()
+def randomise_(model: nn.Module, seed: int = 0) -> None:
+    """Overwrite every float parameter and buffer with random values; tied tensors stay tied.
+
+    HF initialises many to constants (zero biases and sampling-offset weights, unit norms, identity
+    batch-norm statistics), which would hide a mapping that swaps or drops them. The scales keep
+    activations O(1) and make the outputs differ between queries and positions.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        noise = torch.randn(tensor.shape, generator=generator)
+        if name.endswith("running_var"):
+            tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+        elif name.endswith(("embeddings.weight", "level_embed")):
+            tensor.copy_(noise)
+        elif tensor.dim() == 4:  # convolutions: unit gain, so that the ResNet's residual sums stay O(1)
+            tensor.copy_(noise / tensor[0].numel() ** 0.5)
+        elif tensor.dim() == 2:  # linear layers: gain 2, so that the queries' states differ clearly
+            tensor.copy_(noise * 2 / tensor[0].numel() ** 0.5)
+        elif name.endswith("weight"):  # norm scales
+            tensor.copy_(1 + 0.2 * noise)
+        else:  # biases, running means
+            tensor.copy_(0.2 * noise)
+
+
+def example_batch(seed: int = 1) -> tuple[Tensor, Tensor]:
+    """Two 64x96 images with spatial structure; the second is a 24x56 image zero-padded, which
+    leaves padding even at stride 32 (1x2 valid cells of 2x3).
+
+    Returns (images, mask) with the mask True on padding, as our models take it.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(2, 3, 4, 6, generator=generator)
+    images = F.interpolate(coarse, size=(64, 96), mode="bilinear", align_corners=False)
+    images = images + 0.1 * torch.randn(images.shape, generator=generator)
+    mask = torch.zeros(2, 64, 96, dtype=torch.bool)
+    mask[1, 24:, :] = True
+    mask[1, :, 56:] = True
+    return images.masked_fill(mask[:, None], 0.0), mask
+
+
+@torch.no_grad()
+def max_differences(hf: nn.Module, model: nn.Module) -> tuple[float, float]:
+    """Largest |difference| of (logits, boxes) between the HF model and ours on `example_batch`."""
+    images, mask = example_batch()
+    expected = hf(pixel_values=images, pixel_mask=(~mask).long())
+    outputs = model(images, mask)
+    return ((outputs["pred_logits"] - expected.logits).abs().max().item(),
+            (outputs["pred_boxes"] - expected.pred_boxes).abs().max().item())
