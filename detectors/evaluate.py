@@ -13,24 +13,41 @@ from pathlib import Path
 from torch import Tensor
 from tqdm import tqdm
 
-from .coco import CocoDataset
+from .coco import CocoDataset, DatasetError
 from .detections import Detections
 
 Predictor = Callable[[list[Tensor]], list[Detections]]
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
+def category_mapping(num_model_classes: int, dataset: CocoDataset) -> list[int]:
+    """COCO category id of each model label.
+
+    A model with one label per category maps labels to the sorted categories; a model whose labels
+    are the category ids themselves (the reference COCO models: 91 labels, ids 1..90) maps them as is.
+    """
+    if num_model_classes == len(dataset.category_ids):
+        return list(dataset.category_ids)
+    if num_model_classes > max(dataset.category_ids):
+        return list(range(num_model_classes))
+    raise DatasetError(f"the model predicts {num_model_classes} classes but the dataset has "
+                       f"{len(dataset.category_ids)} categories with ids up to {max(dataset.category_ids)}: "
+                       "evaluate a model trained on this label space")
+
+
 def predictions_as_coco(dataset: CocoDataset, predict: Predictor, batch_size: int = 8) -> list[dict]:
     """Run `predict` over the dataset and return COCO result records (xywh boxes)."""
-    results = []
+    results: list[dict] = []
+    categories: list[int] | None = None
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluating", unit="batch"):
         indices = range(start, min(start + batch_size, len(dataset)))
         for index, detections in zip(indices, predict([dataset.load_image(i) for i in indices])):
+            categories = categories or category_mapping(len(detections.class_names), dataset)
             image_id = dataset.images[index]["id"]
             for box, score, label in zip(detections.boxes.tolist(), detections.scores.tolist(),
                                          detections.labels.tolist()):
                 x0, y0, x1, y1 = box
-                results.append({"image_id": image_id, "category_id": dataset.category_ids[label],
+                results.append({"image_id": image_id, "category_id": categories[label],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
     return results
 

@@ -30,11 +30,11 @@ from .preprocess import PreprocessSpec, normalize, resize
 class TrainSettings:
     """Optimisation settings (the reference's names where they exist)."""
 
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 4
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    lr_drop: int = 5  # epochs after which the learning rate is divided by 10
+    lr_drop: int = 8  # epochs after which the learning rate is divided by 10
     clip_max_norm: float = 0.1
     seed: int = 42
 
