@@ -1,0 +1,256 @@
+// CPU MSDA: threads over chunks of (n, q, m) heads; per head, the valid samples' corners are
+// gathered first (msda_sample.h), then all D channels accumulate in one vectorised loop.
+// The hot loop is compiled for x86-64-v4 (AVX-512), v3 (AVX2, FMA, F16C) and baseline and
+// picked at load time (GCC function multiversioning), so one build is portable.
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "msda_forward.h"
+#include "msda_sample.h"
+#include "msda_threads.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define DETRT_MSDA_IVDEP _Pragma("GCC ivdep")
+#else
+#define DETRT_MSDA_IVDEP
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DETRT_MSDA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+#else
+#define DETRT_MSDA_MULTIVERSION __attribute__((flatten))
+#endif
+
+namespace detrt {
+namespace msda {
+namespace {
+
+using Half = _Float16;
+
+constexpr long long kHeadsPerChunk = 128;
+
+// Per-worker buffers, allocated before the workers start.
+template <typename T>
+struct Scratch {
+  std::vector<Corners> corners;    // L*P
+  std::vector<float> exps;         // L*P: the fused form's softmax
+  std::vector<float> accumulator;  // D: run-time D only
+  std::vector<T> zeros;            // D: what an outside corner reads
+};
+
+template <typename T>
+struct Job {
+  const Problem& problem;
+  const T* value;
+  const T* locations;
+  const T* weights;
+  const T* reference;
+  int reference_dim;
+  T* output;
+};
+
+// Softmax of one head's L*P logits into `exps` (exp(l - max) / sum, as torch.softmax).
+template <typename T>
+void softmax(const T* logits, int count, float* exps) {
+  float maximum = static_cast<float>(logits[0]);
+  for (int k = 1; k < count; ++k) {
+    maximum = std::fmax(maximum, static_cast<float>(logits[k]));
+  }
+  float sum = 0.0f;
+  for (int k = 0; k < count; ++k) {
+    exps[k] = std::exp(static_cast<float>(logits[k]) - maximum);
+    sum += exps[k];
+  }
+  for (int k = 0; k < count; ++k) {
+    exps[k] /= sum;
+  }
+}
+
+// The corners of the valid samples of head (n, q, m) in level/point order; returns their number.
+template <typename T>
+int gather_corners(const Job<T>& job, long long head, int n, int q, Scratch<T>& scratch) {
+  const Problem& p = job.problem;
+  const int samples = p.samples_per_head();
+  const long long first = head * samples;
+  if (job.reference_dim != 0) {
+    softmax(job.weights + first, samples, scratch.exps.data());
+  }
+  int count = 0;
+  for (int k = 0; k < samples; ++k) {
+    const int l = k / p.num_points;
+    float x = static_cast<float>(job.locations[2 * (first + k)]);
+    float y = static_cast<float>(job.locations[2 * (first + k) + 1]);
+    float attention;
+    if (job.reference_dim != 0) {
+      const long long nq = static_cast<long long>(n) * p.num_queries + q;
+      const T* source = job.reference + (nq * p.num_levels + l) * job.reference_dim;
+      float reference[4];
+      for (int i = 0; i < job.reference_dim; ++i) {
+        reference[i] = static_cast<float>(source[i]);
+      }
+      fused_location(reference, job.reference_dim, x, y, p.num_points, p.levels[l], x, y);
+      attention = scratch.exps[k];
+    } else {
+      attention = static_cast<float>(job.weights[first + k]);
+    }
+    count += bilinear_corners(x, y, attention, p.levels[l], scratch.corners[count]) ? 1 : 0;
+  }
+  return count;
+}
+
+// 16 fp32 channels: one AVX-512 register, two AVX2 or four SSE registers.
+typedef float Lanes __attribute__((vector_size(64)));
+typedef Half HalfLanes __attribute__((vector_size(32)));
+constexpr int kLanes = 16;
+
+// Vectors go by reference: by value, their calling convention would differ between clones.
+inline void load_lanes(const float* p, Lanes& v) { std::memcpy(&v, p, sizeof v); }
+
+inline void load_lanes(const Half* p, Lanes& v) {
+  HalfLanes h;
+  std::memcpy(&h, p, sizeof h);
+  v = __builtin_convertvector(h, Lanes);
+}
+
+inline void store_lanes(float* p, const Lanes& v) { std::memcpy(p, &v, sizeof v); }
+
+inline void store_lanes(Half* p, const Lanes& v) {
+  const HalfLanes h = __builtin_convertvector(v, HalfLanes);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// The four corner rows of one sample; outside corners read `zeros`.
+template <typename T>
+struct CornerRows {
+  const T* row[4];
+  CornerRows(const Corners& c, const T* base, long long stride, const T* zeros) {
+    for (int i = 0; i < 4; ++i) {
+      row[i] = c.position[i] >= 0 ? base + c.position[i] * stride : zeros;
+    }
+  }
+};
+
+// out[d] = sum over samples of (w0*c0[d] + w1*c1[d] + w2*c2[d] + w3*c3[d]), D = kDim (a multiple of 16).
+template <typename T, int kDim>
+inline void accumulate_fixed(const Corners* corners, int count, const T* base, long long stride, const T* zeros,
+                             T* out) {
+  constexpr int kVectors = kDim / kLanes;
+  Lanes acc[kVectors] = {};
+  for (int i = 0; i < count; ++i) {
+    const Corners& c = corners[i];
+    const CornerRows<T> r(c, base, stride, zeros);
+    for (int v = 0; v < kVectors; ++v) {
+      Lanes c0, c1, c2, c3;
+      load_lanes(r.row[0] + v * kLanes, c0);
+      load_lanes(r.row[1] + v * kLanes, c1);
+      load_lanes(r.row[2] + v * kLanes, c2);
+      load_lanes(r.row[3] + v * kLanes, c3);
+      acc[v] += c.weight[0] * c0 + c.weight[1] * c1 + c.weight[2] * c2 + c.weight[3] * c3;
+    }
+  }
+  for (int v = 0; v < kVectors; ++v) {
+    store_lanes(out + v * kLanes, acc[v]);
+  }
+}
+
+// The same for any D, accumulating in `acc` (D floats).
+template <typename T>
+inline void accumulate_any(const Corners* corners, int count, const T* base, long long stride, const T* zeros,
+                           int dim, float* acc, T* out) {
+  for (int d = 0; d < dim; ++d) {
+    acc[d] = 0.0f;
+  }
+  for (int i = 0; i < count; ++i) {
+    const Corners& c = corners[i];
+    const CornerRows<T> r(c, base, stride, zeros);
+    DETRT_MSDA_IVDEP
+    for (int d = 0; d < dim; ++d) {
+      acc[d] += c.weight[0] * static_cast<float>(r.row[0][d]) + c.weight[1] * static_cast<float>(r.row[1][d]) +
+                c.weight[2] * static_cast<float>(r.row[2][d]) + c.weight[3] * static_cast<float>(r.row[3][d]);
+    }
+  }
+  for (int d = 0; d < dim; ++d) {
+    out[d] = static_cast<T>(acc[d]);
+  }
+}
+
+// All heads in [begin, end): one output row of D channels each. kDim 0: D known at run time.
+template <typename T, int kDim>
+DETRT_MSDA_MULTIVERSION void run_heads(const Job<T>& job, long long begin, long long end, Scratch<T>& scratch) {
+  const Problem& p = job.problem;
+  const int dim = p.head_dim;
+  const long long stride = static_cast<long long>(p.num_heads) * dim;
+  for (long long head = begin; head < end; ++head) {
+    const int m = static_cast<int>(head % p.num_heads);
+    const int q = static_cast<int>(head / p.num_heads % p.num_queries);
+    const int n = static_cast<int>(head / p.num_heads / p.num_queries);
+    const int count = gather_corners(job, head, n, q, scratch);
+    const T* base = job.value + (static_cast<long long>(n) * p.num_values * p.num_heads + m) * dim;
+    T* out = job.output + head * dim;
+    if constexpr (kDim > 0) {
+      accumulate_fixed<T, kDim>(scratch.corners.data(), count, base, stride, scratch.zeros.data(), out);
+    } else {
+      accumulate_any(scratch.corners.data(), count, base, stride, scratch.zeros.data(), dim,
+                     scratch.accumulator.data(), out);
+    }
+  }
+}
+
+template <typename T, int kDim>
+detrt_msda_status run(const Job<T>& job, int num_threads) {
+  const Problem& p = job.problem;
+  const long long heads = p.heads();
+  const int workers = worker_count(num_threads, heads, kHeadsPerChunk);
+  std::vector<Scratch<T>> scratch;
+  try {
+    scratch.resize(static_cast<size_t>(workers));
+    for (Scratch<T>& s : scratch) {
+      s.corners.resize(static_cast<size_t>(p.samples_per_head()));
+      s.exps.resize(job.reference_dim != 0 ? static_cast<size_t>(p.samples_per_head()) : 0);
+      s.accumulator.resize(static_cast<size_t>(p.head_dim));
+      s.zeros.assign(static_cast<size_t>(p.head_dim), T(0));
+    }
+  } catch (const std::bad_alloc&) {
+    return DETRT_MSDA_ERROR_OUT_OF_MEMORY;
+  }
+  parallel_for(heads, kHeadsPerChunk, workers, [&](long long begin, long long end, int worker) {
+    run_heads<T, kDim>(job, begin, end, scratch[static_cast<size_t>(worker)]);
+  });
+  return DETRT_MSDA_SUCCESS;
+}
+
+template <typename T>
+detrt_msda_status dispatch(const Problem& problem, const Tensors& tensors, int num_threads) {
+  const Job<T> job{problem,
+                   static_cast<const T*>(tensors.value),
+                   static_cast<const T*>(tensors.locations),
+                   static_cast<const T*>(tensors.weights),
+                   static_cast<const T*>(tensors.reference),
+                   tensors.reference_dim,
+                   static_cast<T*>(tensors.output)};
+  switch (problem.head_dim) {
+    case 16:
+      return run<T, 16>(job, num_threads);
+    case 32:
+      return run<T, 32>(job, num_threads);
+    case 64:
+      return run<T, 64>(job, num_threads);
+    default:
+      return run<T, 0>(job, num_threads);
+  }
+}
+
+}  // namespace
+
+detrt_msda_status forward_cpu(const Problem& problem, const Tensors& tensors, int num_threads) {
+  if (problem.heads() == 0) {
+    return DETRT_MSDA_SUCCESS;
+  }
+  return problem.dtype == DETRT_MSDA_FLOAT16 ? dispatch<Half>(problem, tensors, num_threads)
+                                             : dispatch<float>(problem, tensors, num_threads);
+}
+
+}  // namespace msda
+}  // namespace detrt

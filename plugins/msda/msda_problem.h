@@ -1,0 +1,31 @@
+// Validation of a detrt_msda_problem into the level table that the kernels read.
+#pragma once
+
+#include "detrt_msda.h"
+#include "msda_sample.h"
+
+namespace detrt {
+namespace msda {
+
+// The validated problem: dimensions as ints (every one fits, see validate_problem) and levels.
+struct Problem {
+  int batch;
+  int num_values;
+  int num_heads;
+  int head_dim;
+  int num_queries;
+  int num_levels;
+  int num_points;
+  detrt_msda_dtype dtype;
+  Level levels[DETRT_MSDA_MAX_LEVELS];
+
+  long long heads() const { return static_cast<long long>(batch) * num_queries * num_heads; }
+  int samples_per_head() const { return num_levels * num_points; }
+};
+
+// Checks `problem` (pointers, dtypes, dimensions, then spatial_shapes and level_start_index,
+// reading at most num_levels entries of each) and fills `out`. Reads nothing else.
+detrt_msda_status validate_problem(const detrt_msda_problem* problem, Problem& out);
+
+}  // namespace msda
+}  // namespace detrt
