@@ -148,5 +148,6 @@ def write_dataset(out: str | Path, num: int, seed: int, progress: bool = True) -
     target = out / "annotations.json"
     with tempfile.NamedTemporaryFile("w", dir=out, suffix=".tmp", delete=False) as handle:
         json.dump(coco, handle)
+    os.chmod(handle.name, 0o644)
     os.replace(handle.name, target)
     return target

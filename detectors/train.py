@@ -96,9 +96,24 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     os.replace(handle.name, path)
 
 
+def release_weights(checkpoint: Path, out: Path) -> Path:
+    """Write the model and args of a training checkpoint to `out` (no optimizer state), atomically."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as handle:
+        torch.save({"model": state["model"], "args": state["args"], "epoch": state["epoch"]}, handle)
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, out)
+    return out
+
+
 def train(config: DetectorConfig, preprocess: PreprocessSpec, annotations: Path, out: Path,
           settings: TrainSettings, resume: bool = True) -> Path:
-    """Train `config` on the COCO dataset `annotations`; returns the final checkpoint (OUT/checkpoint.pth)."""
+    """Train `config` on the COCO dataset `annotations`.
+
+    Writes OUT/checkpoint.pth after every epoch (resumable) and, at the end, OUT/model.pth with the
+    weights alone; returns the path of model.pth.
+    """
     dataset = CocoDataset.read(annotations)
     if len(dataset.class_names) != config.num_classes:
         raise DatasetError(f"the dataset has {len(dataset.class_names)} classes but the model {config.num_classes}")
@@ -137,4 +152,4 @@ def train(config: DetectorConfig, preprocess: PreprocessSpec, annotations: Path,
         save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch, config, settings, preprocess,
                         dataset.class_names)
         print(f"epoch {epoch + 1}: {time.time() - started:.0f} s, saved {checkpoint_path}")
-    return checkpoint_path
+    return release_weights(checkpoint_path, out / "model.pth")

@@ -48,7 +48,7 @@ def train(args: argparse.Namespace) -> dict:
     settings = replace(settings, epochs=args.epochs or settings.epochs, batch_size=args.batch_size or settings.batch_size)
     path = run_training(entry.config, entry.preprocess, Path(args.data) / "annotations.json", Path(args.out), settings,
                         resume=not args.no_resume)
-    return {"checkpoint": str(path)}
+    return {"weights": str(path), "checkpoint": str(Path(args.out) / "checkpoint.pth")}
 
 
 def evaluate(args: argparse.Namespace) -> dict:

@@ -37,7 +37,8 @@ SHAPES_DEFORMABLE_DETR = ZooEntry(
     class_names=CLASSES,
     weights=_HERE / "shapes_deformable_detr.pth",
     reproduce="detrt dataset shapes --out data/shapes-train --num 4000 --seed 1 && "
-              "detrt train --zoo shapes-deformable-detr --data data/shapes-train --out runs/shapes",
+              "detrt train --zoo shapes-deformable-detr --data data/shapes-train --out runs/shapes && "
+              "cp runs/shapes/model.pth detectors/zoo/shapes_deformable_detr.pth",
 )
 
 ENTRIES = {entry.name: entry for entry in (SHAPES_DEFORMABLE_DETR,)}
