@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d, deform_conv2d
+from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
 
 from .position_encoding import build_position_encoding
 
@@ -34,29 +34,31 @@ def _resnet(name: str, width: int, dilation: bool) -> torchvision.models.ResNet:
     return resnet
 
 
-class ModulatedDeformConv2d(nn.Module):
-    """DCNv2: a 3x3 convolution sampled at learned offsets, modulated by a learned mask.
+class ModulatedDeformConv2d(DeformConv2d):
+    """DCNv2: torchvision's DeformConv2d fed by a branch that predicts its offsets and mask.
 
     `conv_offset` predicts (dy, dx) pairs and a mask logit for each kernel point (torchvision's
-    offset layout); it starts at zero, so a fresh layer equals the plain convolution it replaces.
+    offset layout, mmcv's `conv_offset` naming). It starts at zero, DCNv2's initialisation: no
+    offset and a mask of 0.5, i.e. half the plain convolution it replaces.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        kh, kw = conv.kernel_size
-        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
-        self.weight = nn.Parameter(conv.weight.detach().clone())
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-        self.conv_offset = nn.Conv2d(conv.in_channels, 3 * kh * kw, conv.kernel_size, conv.stride,
-                                     conv.padding, conv.dilation, bias=True)
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, bias=conv.bias is not None)
+        with torch.no_grad():
+            self.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                self.bias.copy_(conv.bias)
+        points = conv.kernel_size[0] * conv.kernel_size[1]
+        self.conv_offset = nn.Conv2d(conv.in_channels, 3 * points, conv.kernel_size, conv.stride, conv.padding,
+                                     conv.dilation, bias=True)
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        offset_y_x, mask_logits = self.conv_offset(x).split([2 * self.conv_offset.out_channels // 3,
-                                                            self.conv_offset.out_channels // 3], dim=1)
-        return deform_conv2d(x, offset_y_x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                             mask=mask_logits.sigmoid())
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        points = self.conv_offset.out_channels // 3
+        offset_y_x, mask_logits = self.conv_offset(x).split([2 * points, points], dim=1)
+        return super().forward(x, offset_y_x, mask_logits.sigmoid())
 
 
 class ResNetBody(nn.Module):

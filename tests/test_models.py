@@ -68,3 +68,18 @@ def test_bad_configurations_and_inputs_are_explained() -> None:
         model(torch.randn(3, 64, 64))
     with pytest.raises(ValueError, match="mask must be a bool tensor"):
         model(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64))
+
+
+def test_deformable_backbone_convolution_uses_offsets_and_mask() -> None:
+    from detrt.detectors.backbone import ModulatedDeformConv2d
+
+    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+    dcn = ModulatedDeformConv2d(conv)
+    x = torch.randn(2, 8, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(dcn(x), 0.5 * conv(x))  # zero offsets, mask sigmoid(0) = 0.5
+        dcn.conv_offset.bias[:18] = 1.0  # shift every kernel point by one pixel down and right
+        dcn.conv_offset.bias[18:] = 20.0  # mask -> 1
+        shifted = torch.nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        # away from the top/left border (where the shifted input reads padding and DCN reads row 0)
+        torch.testing.assert_close(dcn(x)[..., 1:, 1:], conv(shifted)[..., 1:, 1:], atol=1e-5, rtol=1e-5)
