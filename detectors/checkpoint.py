@@ -25,17 +25,21 @@ class Checkpoint:
     args: argparse.Namespace | None
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Load `path` with `weights_only=True` (argparse.Namespace allowed) and extract the state dict."""
+def load_file(path: str | Path) -> object:
+    """The content of a checkpoint file, read with `weights_only=True` (argparse.Namespace allowed)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types here; each becomes one clear message
         raise _load_error(path, error) from error
-    return Checkpoint(*_extract_state_dict(path, content))
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load `path` safely (`load_file`) and extract the state dict and saved args."""
+    return Checkpoint(*_extract_state_dict(Path(path), load_file(path)))
 
 
 def _load_error(path: Path, error: Exception) -> CheckpointError:

@@ -20,6 +20,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from tqdm import tqdm
 
 from .build import build_model
+from .checkpoint import load_file
 from .coco import CocoDataset, DatasetError
 from .config import DetectorConfig
 from .losses import SetCriterion
@@ -98,8 +99,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 def release_weights(checkpoint: Path, out: Path) -> Path:
     """Write the model and args of a training checkpoint to `out` (no optimizer state), atomically."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_file(checkpoint)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as handle:
         torch.save({"model": state["model"], "args": state["args"], "epoch": state["epoch"]}, handle)
     os.chmod(handle.name, 0o644)
@@ -128,8 +128,7 @@ def train(config: DetectorConfig, preprocess: PreprocessSpec, annotations: Path,
     checkpoint_path = out / "checkpoint.pth"
     start_epoch = 0
     if resume and checkpoint_path.is_file():
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = load_file(checkpoint_path)
         model.load_state_dict(state["model"], strict=False)  # BatchNorm's num_batches_tracked is not saved
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["lr_scheduler"])
