@@ -4,7 +4,7 @@ The contract is `shared/docs/msda-spec.md`. Implementations:
 - ``"reference"``: the grid_sample formulation of the Deformable DETR authors (CPU and CUDA);
 - ``"detrt"``: the kernels of ``libdetrt_plugins`` (see ``detrt.plugins``).
 The choice is explicit; a missing library is an error, never a silent fallback. Export maps the op
-to one ONNX node. Gradients (for training) are those of the reference formulation.
+to one ONNX node (impl "detrt") or to GridSample ops (impl "reference"). Gradients (for training) are those of the reference formulation.
 """
 from __future__ import annotations
 
@@ -117,8 +117,10 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     if validate:
         check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    if impl == "reference" and torch.is_grad_enabled() and any(
-            t.requires_grad for t in (value, sampling_locations, attention_weights)):
-        # training: let autograd record the reference directly instead of recomputing it in backward
+    if impl == "reference" and (torch.jit.is_tracing() or torch.is_grad_enabled() and any(
+            t.requires_grad for t in (value, sampling_locations, attention_weights))):
+        # training: let autograd record the reference directly instead of recomputing it in backward;
+        # ONNX export: the reference traces as GridSample ops (the portable graph), while impl="detrt"
+        # traces as the op itself, which detrt.export maps to one plugin node
         return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
     return _ms_deform_attn_op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, impl)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import platform
+import sys
 
 
 def _version_of(package: str) -> str:
@@ -63,3 +64,39 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
+    return height, width
+
+
+def _parse_batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--batch must be a positive number or 'dynamic', got {text!r}")
+    return int(text)
+
+
+def export(args: argparse.Namespace) -> dict:
+    """Export a checkpoint, zoo model or HF model directory to ONNX."""
+    from detrt.detectors import from_hf, load
+    from detrt.detectors.zoo import load_zoo
+    from detrt.export import ExportOptions, export_onnx
+
+    if args.zoo:
+        detector = load_zoo(args.zoo)
+    elif args.hf:
+        detector = from_hf(args.hf)
+    else:
+        detector = load(args.checkpoint, arch=args.arch)
+    options = ExportOptions(msda=args.msda, batch=_parse_batch(args.batch),
+                            size=_parse_size(args.size) if args.size else None, opset=args.opset, raw=args.raw,
+                            normalize_in_graph=not args.no_normalize)
+    report = export_onnx(detector, args.output, options,
+                         progress=lambda message: print(message, file=sys.stderr, flush=True))
+    return report.to_dict()

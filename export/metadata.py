@@ -1,0 +1,83 @@
+"""What an exported ONNX says about itself (ONNX `metadata_props`), so runtimes configure nothing twice.
+
+Every key is ``detrt.<field>`` with a JSON value. Runtimes read it back with `read_metadata`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+PREFIX = "detrt."
+
+
+class NotADetrtModelError(ValueError):
+    """The ONNX file was not written by `detrt export`."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """How to feed an exported detector and read its outputs."""
+
+    detrt_version: str
+    arch: str
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (H, W) of the `images` input
+    mean: tuple[float, float, float]  # of 0..1 images
+    std: tuple[float, float, float]
+    normalize_in_graph: bool  # True: `images` holds 0..255 RGB; False: already normalised
+    batch: int | None  # None: dynamic
+    msda: str  # plugin | nvidia | portable | none (no MSDA in this architecture)
+    plugin_name: str  # "" when the graph has no plugin node
+    plugin_version: str
+    outputs: tuple[str, ...]
+    precision: str  # fp32 | fp16 | int8
+    weights_sha256: str  # fingerprint of the PyTorch weights the graph came from
+    opset: int
+
+    def to_props(self) -> dict[str, str]:
+        """As ONNX metadata_props entries."""
+        return {PREFIX + key: json.dumps(value) for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
+        """Inverse of `to_props`; a clear error when the keys are missing."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        missing = [name for name in names if PREFIX + name not in props]
+        if len(missing) == len(names):
+            raise NotADetrtModelError("this ONNX has no detrt metadata; export it with `detrt export`")
+        if missing:
+            raise NotADetrtModelError(f"this ONNX lacks the detrt metadata {missing}; export it again with `detrt export`")
+        values = {name: json.loads(props[PREFIX + name]) for name in names}
+        for name in ("class_names", "input_size", "mean", "std", "outputs"):
+            values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def read_metadata(model: onnx.ModelProto | str | Path) -> ModelMetadata:
+    """The detrt metadata of an ONNX model (a loaded proto or a path; weights are not read)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return ModelMetadata.from_props({prop.key: prop.value for prop in model.metadata_props})
+
+
+def write_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Replace the detrt entries of `model.metadata_props` with `metadata`."""
+    kept = [prop for prop in model.metadata_props if not prop.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **metadata.to_props()})
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the names, shapes and values of a module's state dict (order independent)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

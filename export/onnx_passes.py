@@ -1,0 +1,97 @@
+"""Graph passes after tracing: plugin attributes, shapes, simplification, checks, atomic save."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+from .deform_conv_nodes import DEFORM_CONV_PLUGIN
+from .msda_nodes import DETRT_PLUGIN, PLUGIN_NODES
+
+# ONNX Runtime 1.20+ reads IR version 10; newer onnx packages write higher versions by default.
+MAX_IR_VERSION = 10
+
+
+def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes that a TensorRT plugin implements (MSDA, ours and NVIDIA's; NVIDIA's DCNv2)."""
+    names = {node.name for node in (*PLUGIN_NODES.values(), DEFORM_CONV_PLUGIN)}
+    return [node for node in model.graph.node if node.op_type in names]
+
+
+def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    values = {tensor.name: tensor for tensor in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = node.attribute[0].t
+    return values
+
+
+def add_level_shapes(model: onnx.ModelProto) -> None:
+    """Copy each detrt plugin node's constant level table into its ``spatial_shapes`` attribute, so the
+    plugin knows the levels on the host without reading the device tensor (see plugins/msda/README.md)."""
+    constants = _constant_values(model)
+    for node in plugin_nodes(model):
+        if node.op_type != DETRT_PLUGIN.name or any(a.name == "spatial_shapes" for a in node.attribute):
+            continue
+        if node.input[1] not in constants:
+            raise ValueError(f"the spatial_shapes input of {node.name} is not a constant; the detrt plugin needs "
+                             "a fixed input size (export with --size HxW)")
+        shapes = numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
+        node.attribute.append(onnx.helper.make_attribute("spatial_shapes", [int(v) for v in shapes]))
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference; plugin outputs keep the shapes the exporter recorded for them."""
+    return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and graph clean-up with onnxslim (custom plugin nodes are kept as they are)."""
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
+def finalize(model: onnx.ModelProto) -> None:
+    """Clamp the IR version for current runtimes and run the ONNX checker."""
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    onnx.checker.check_model(model)
+
+
+def set_output_shapes(model: onnx.ModelProto, shapes: list[tuple[int | None, ...]]) -> None:
+    """Give the graph outputs their known static sizes (None: the dynamic ``batch`` dimension)."""
+    for output, shape in zip(model.graph.output, shapes):
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shape:
+            dim = dims.add()
+            if size is None:
+                dim.dim_param = "batch"
+            else:
+                dim.dim_value = size
+
+
+def missing_shapes(model: onnx.ModelProto) -> list[str]:
+    """Tensors produced by nodes whose rank is unknown after shape inference (empty when all are known)."""
+    known = {info.name for info in (*model.graph.value_info, *model.graph.output, *model.graph.input)
+             if info.type.tensor_type.HasField("shape")}
+    known |= {tensor.name for tensor in model.graph.initializer}
+    return [name for node in model.graph.node for name in node.output if name and name not in known]
+
+
+def save_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write `model` to `path` through a temporary file in the same folder: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(model.SerializeToString())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,92 @@
+"""ONNX schemas (with shape inference) for the plugin nodes, so `onnx.shape_inference`, the checker
+and the simplifier know their output types and shapes. `register_plugin_schemas` is idempotent."""
+from __future__ import annotations
+
+import functools
+
+import onnx
+from onnx.defs import OpSchema
+
+from .deform_conv_nodes import DEFORM_CONV_PLUGIN
+from .msda_nodes import DETRT_PLUGIN, NVIDIA_PLUGIN, PluginNode
+
+_INPUTS = (("value", "T", "(N, S, M, D)"), ("spatial_shapes", "I", "(L, 2) rows (H, W)"),
+           ("level_start_index", "I", "(L,)"), ("sampling_locations", "T", "(N, Lq, M, L, P, 2)"),
+           ("attention_weights", "T", "(N, Lq, M, L, P)"))
+
+
+def _dim(source: onnx.TypeProto, index: int) -> onnx.TensorShapeProto.Dimension | None:
+    shape = source.tensor_type.shape
+    return shape.dim[index] if source.tensor_type.HasField("shape") and len(shape.dim) > index else None
+
+
+def _msda_output_type(node: PluginNode, ctx: onnx.shape_inference.InferenceContext) -> None:
+    value, locations = ctx.get_input_type(0), ctx.get_input_type(3)
+    output = onnx.TypeProto()
+    output.tensor_type.elem_type = value.tensor_type.elem_type
+    dims = [_dim(value, 0), _dim(locations, 1), _dim(value, 2), _dim(value, 3)]
+    if all(d is not None for d in dims):
+        if node.output_rank == 3:
+            heads, head_dim = dims[2:]
+            flat = onnx.TensorShapeProto.Dimension()
+            if heads.HasField("dim_value") and head_dim.HasField("dim_value"):
+                flat.dim_value = heads.dim_value * head_dim.dim_value
+            dims = dims[:2] + [flat]
+        output.tensor_type.shape.dim.extend(dims)
+    ctx.set_output_type(0, output)
+
+
+def _schema(node: PluginNode, output_shape: str) -> OpSchema:
+    schema = OpSchema(
+        node.name, node.domain, 1, f"Multi-scale deformable attention, TensorRT plugin {node.name} v{node.version}.",
+        inputs=[OpSchema.FormalParameter(name, type_str, doc) for name, type_str, doc in _INPUTS],
+        outputs=[OpSchema.FormalParameter("output", "T", output_shape)],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "value, locations, weights, output"),
+                          ("I", ["tensor(int32)"], "level table")],
+        attributes=[OpSchema.Attribute("plugin_version", OpSchema.AttrType.STRING, "plugin version", required=False),
+                    OpSchema.Attribute("plugin_namespace", OpSchema.AttrType.STRING, "plugin namespace",
+                                       required=False),
+                    OpSchema.Attribute("spatial_shapes", OpSchema.AttrType.INTS, "H0, W0, H1, W1, ...",
+                                       required=False)])
+    schema.set_type_and_shape_inference_function(functools.partial(_msda_output_type, node))
+    return schema
+
+
+def _deform_conv_output_type(ctx: onnx.shape_inference.InferenceContext) -> None:
+    x, offset, weight = ctx.get_input_type(0), ctx.get_input_type(1), ctx.get_input_type(3)
+    output = onnx.TypeProto()
+    output.tensor_type.elem_type = x.tensor_type.elem_type
+    dims = [_dim(x, 0), _dim(weight, 0), _dim(offset, 2), _dim(offset, 3)]
+    if all(d is not None for d in dims):
+        output.tensor_type.shape.dim.extend(dims)
+    ctx.set_output_type(0, output)
+
+
+def _deform_conv_schema() -> OpSchema:
+    node = DEFORM_CONV_PLUGIN
+    ints = [OpSchema.Attribute(name, OpSchema.AttrType.INTS, name, required=False)
+            for name in ("stride", "padding", "dilation")]
+    scalars = [OpSchema.Attribute(name, OpSchema.AttrType.INT, name, required=False)
+               for name in ("group", "deformable_group")]
+    strings = [OpSchema.Attribute(name, OpSchema.AttrType.STRING, name, required=False)
+               for name in ("plugin_version", "plugin_namespace")]
+    schema = OpSchema(
+        node.name, node.domain, 1, "Modulated deformable convolution (DCNv2), TensorRT plugin v2.",
+        inputs=[OpSchema.FormalParameter(name, "T", name) for name in ("x", "offset", "mask", "weight", "bias")],
+        outputs=[OpSchema.FormalParameter("output", "T", "(N, C_out, H_out, W_out)")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "every tensor")],
+        attributes=ints + scalars + strings)
+    schema.set_type_and_shape_inference_function(_deform_conv_output_type)
+    return schema
+
+
+@functools.cache
+def register_plugin_schemas() -> None:
+    """Register the schemas of the plugin nodes: MSDA (ours, NVIDIA's) and NVIDIA's DCNv2 (once)."""
+    schemas = [(DETRT_PLUGIN, lambda: _schema(DETRT_PLUGIN, "(N, Lq, M*D)")),
+               (NVIDIA_PLUGIN, lambda: _schema(NVIDIA_PLUGIN, "(N, Lq, M, D)")),
+               (DEFORM_CONV_PLUGIN, _deform_conv_schema)]
+    for node, make in schemas:
+        if not onnx.defs.has(node.name, node.domain):
+            onnx.defs.register_schema(make())
+
