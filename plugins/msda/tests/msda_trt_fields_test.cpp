@@ -1,0 +1,486 @@
+// Host-only check of libdetrt_trt_plugins, loaded the way TensorRT loads it (dlopen, getCreators,
+// setLoggerFinder): both creators, field validation and the serialisation round trip, and the
+// build/runtime shape logic driven with stand-ins for TensorRT's expression builder, logger, error
+// recorder and resource context. Needs neither a GPU nor libnvinfer.
+//
+// Usage: detrt_msda_trt_fields_test <path of libdetrt_trt_plugins.so>
+#include <NvInferRuntime.h>
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace nvinfer1;
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+// Collects the errors the plugins log.
+class Logger : public ILogger {
+ public:
+  void log(Severity severity, const char* message) noexcept override {
+    if (severity <= Severity::kERROR) {
+      errors_ += message;
+      errors_ += '\n';
+    }
+  }
+  // The errors logged since the last call.
+  std::string take() {
+    std::string errors;
+    errors.swap(errors_);
+    return errors;
+  }
+
+ private:
+  std::string errors_;
+};
+
+class Finder : public ILoggerFinder {
+ public:
+  ILogger* findLogger() override { return &logger; }
+  Logger logger;
+};
+
+class Recorder : public IErrorRecorder {
+ public:
+  int32_t getNbErrors() const noexcept override { return static_cast<int32_t>(errors_.size()); }
+  ErrorCode getErrorCode(int32_t i) const noexcept override { return errors_[i].first; }
+  ErrorDesc getErrorDesc(int32_t i) const noexcept override { return errors_[i].second.c_str(); }
+  bool hasOverflowed() const noexcept override { return false; }
+  void clear() noexcept override { errors_.clear(); }
+  bool reportError(ErrorCode code, ErrorDesc desc) noexcept override {
+    errors_.emplace_back(code, desc);
+    return false;
+  }
+  RefCount incRefCount() noexcept override { return 1; }
+  RefCount decRefCount() noexcept override { return 0; }
+
+ private:
+  std::vector<std::pair<ErrorCode, std::string>> errors_;
+};
+
+class Context : public IPluginResourceContext {
+ public:
+  IGpuAllocator* getGpuAllocator() const noexcept override { return nullptr; }
+  IErrorRecorder* getErrorRecorder() const noexcept override { return recorder; }
+  IErrorRecorder* recorder = nullptr;
+};
+
+// A dimension expression: a constant, or a runtime extent when value is -1.
+class Expr : public IDimensionExpr, public apiv::VDimensionExpr {
+ public:
+  explicit Expr(int64_t value) : value_(value) { mImpl = this; }
+  bool isConstant() const override { return value_ >= 0; }
+  int64_t getConstantValue() const override { return value_ >= 0 ? value_ : std::numeric_limits<int64_t>::min(); }
+  bool isSizeTensor() const override { return false; }
+
+ private:
+  int64_t value_;
+};
+
+class ExprBuilder : public IExprBuilder, public apiv::VExprBuilder {
+ public:
+  ExprBuilder() { mImpl = this; }
+  const IDimensionExpr* constant(int64_t value) override { return make(value); }
+  const IDimensionExpr* operation(DimensionOperation op, const IDimensionExpr& a, const IDimensionExpr& b) override {
+    if (op != DimensionOperation::kPROD) {
+      return nullptr;
+    }
+    const bool known = a.isConstant() && b.isConstant();
+    return make(known ? a.getConstantValue() * b.getConstantValue() : -1);
+  }
+  const IDimensionExpr* declareSizeTensor(int32_t, const IDimensionExpr&, const IDimensionExpr&) override {
+    return nullptr;
+  }
+  DimsExprs exprs(const Dims& dims) {
+    DimsExprs out{};
+    out.nbDims = dims.nbDims;
+    for (int32_t i = 0; i < dims.nbDims; ++i) {
+      out.d[i] = make(dims.d[i]);
+    }
+    return out;
+  }
+
+ private:
+  const Expr* make(int64_t value) {
+    exprs_.push_back(std::make_unique<Expr>(value));
+    return exprs_.back().get();
+  }
+  std::vector<std::unique_ptr<Expr>> exprs_;
+};
+
+Dims dims(std::initializer_list<int64_t> extents) {
+  Dims d{};
+  for (int64_t e : extents) {
+    d.d[d.nbDims++] = e;
+  }
+  return d;
+}
+
+// Deformable DETR R50 at 800x1333: S = 22223.
+const int32_t kShapes[] = {100, 167, 50, 84, 25, 42, 13, 21};
+constexpr int64_t kLevels = 4, kValues = 22223, kHeads = 8, kDim = 32, kPoints = 4;
+
+// Input dims of either plugin; `levels_at` replaces L on the locations/offsets input.
+std::vector<Dims> inputs(bool fused, int64_t n, int64_t q, int64_t levels_at = kLevels, int64_t heads_at = kHeads) {
+  const int64_t L = kLevels, M = kHeads, P = kPoints;
+  std::vector<Dims> d = {dims({n, kValues, M, kDim}), dims({L, 2}), dims({L})};
+  if (fused) {
+    d.push_back(dims({n, q, L, 2}));
+    d.push_back(dims({n, q, heads_at, levels_at, P, 2}));
+    d.push_back(dims({n, q, M, L * P}));
+  } else {
+    d.push_back(dims({n, q, heads_at, levels_at, P, 2}));
+    d.push_back(dims({n, q, M, L, P}));
+  }
+  return d;
+}
+
+std::vector<DynamicPluginTensorDesc> descs(const std::vector<Dims>& in, DataType type, const Dims& out) {
+  std::vector<DynamicPluginTensorDesc> all;
+  for (size_t i = 0; i <= in.size(); ++i) {
+    DynamicPluginTensorDesc d{};
+    d.desc.dims = i < in.size() ? in[i] : out;
+    d.desc.type = i == 1 || i == 2 ? DataType::kINT32 : type;
+    d.desc.format = TensorFormat::kLINEAR;
+    d.min = d.max = d.opt = d.desc.dims;
+    all.push_back(d);
+  }
+  return all;
+}
+
+std::vector<PluginTensorDesc> runtime_descs(const std::vector<Dims>& in, DataType type, const Dims& out) {
+  std::vector<PluginTensorDesc> all;
+  for (const DynamicPluginTensorDesc& d : descs(in, type, out)) {
+    all.push_back(d.desc);
+  }
+  return all;
+}
+
+struct Plugin {
+  IPluginV3* base;
+  IPluginV3OneCore* core;
+  IPluginV3OneBuild* build;
+  IPluginV3OneRuntime* runtime;
+};
+
+Plugin interfaces(IPluginV3* plugin) {
+  return {plugin, static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE)),
+          static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD)),
+          static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME))};
+}
+
+IPluginV3* create(IPluginCreatorV3One* creator, std::vector<PluginField> fields, int32_t count = -2,
+                  TensorRTPhase phase = TensorRTPhase::kBUILD) {
+  PluginFieldCollection fc{count == -2 ? static_cast<int32_t>(fields.size()) : count,
+                           fields.empty() ? nullptr : fields.data()};
+  return creator->createPlugin("layer0", &fc, phase);
+}
+
+std::vector<int32_t> serialized_shapes(IPluginV3OneRuntime* runtime, bool& ok) {
+  const PluginFieldCollection* fc = runtime->getFieldsToSerialize();
+  ok = fc != nullptr && fc->nbFields <= 1;
+  if (!ok || fc->nbFields == 0) {
+    return {};
+  }
+  const PluginField& f = fc->fields[0];
+  ok = std::strcmp(f.name, "spatial_shapes") == 0 && f.type == PluginFieldType::kINT32 && f.data != nullptr;
+  const auto* values = static_cast<const int32_t*>(f.data);
+  return ok ? std::vector<int32_t>(values, values + f.length) : std::vector<int32_t>{};
+}
+
+void check_fields(IPluginCreatorV3One* creator, Logger& logger) {
+  const std::string name = creator->getPluginName();
+  const std::vector<int32_t> expected(std::begin(kShapes), std::end(kShapes));
+  bool ok = false;
+
+  IPluginV3* none = create(creator, {});
+  expect(none != nullptr, name + ": created without fields");
+  if (none != nullptr) {
+    expect(serialized_shapes(interfaces(none).runtime, ok).empty() && ok, name + ": no field to serialise");
+    delete none;
+  }
+
+  IPluginV3* with = create(creator, {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8)});
+  expect(with != nullptr, name + ": created with an INT32 spatial_shapes");
+  if (with != nullptr) {
+    const std::vector<int32_t> saved = serialized_shapes(interfaces(with).runtime, ok);
+    expect(ok && saved == expected, name + ": spatial_shapes serialised as given");
+    IPluginV3* restored = create(creator, {PluginField("spatial_shapes", saved.data(), PluginFieldType::kINT32, 8)}, -2,
+                                 TensorRTPhase::kRUNTIME);
+    expect(restored != nullptr, name + ": deserialised");
+    if (restored != nullptr) {
+      expect(serialized_shapes(interfaces(restored).runtime, ok) == expected && ok, name + ": round trip");
+      delete restored;
+    }
+    IPluginV3* copy = with->clone();
+    expect(copy != nullptr && serialized_shapes(interfaces(copy).runtime, ok) == expected && ok, name + ": clone");
+    delete copy;
+    delete with;
+  }
+
+  const int64_t wide[] = {100, 167, 50, 84, 25, 42, 13, 21};
+  IPluginV3* from64 = create(creator, {PluginField("spatial_shapes", wide, PluginFieldType::kINT64, 8)});
+  expect(from64 != nullptr, name + ": created with an INT64 spatial_shapes (ONNX INTS through Python)");
+  if (from64 != nullptr) {
+    expect(serialized_shapes(interfaces(from64).runtime, ok) == expected && ok, name + ": INT64 stored as INT32");
+    delete from64;
+  }
+  expect(logger.take().empty(), name + ": no error for valid fields");
+
+  // Malformed fields: refused, and the message names the field.
+  const float floats[] = {100.f, 167.f};
+  const int32_t negative[] = {-1, 5}, zero[] = {5, 0}, huge[] = {65536, 65536}, odd[] = {1, 2, 3};
+  const int64_t too_wide[] = {int64_t{1} << 40, 1};
+  const std::vector<int32_t> seventeen(34, 1);
+  struct Bad {
+    const char* label;
+    std::vector<PluginField> fields;
+    int32_t count;
+    const char* mention;
+  };
+  const Bad bad[] = {
+      {"unknown name", {PluginField("spatial_shape", kShapes, PluginFieldType::kINT32, 8)}, -2, "'spatial_shape'"},
+      {"null name", {PluginField(nullptr, kShapes, PluginFieldType::kINT32, 8)}, -2, "field 0 has no name"},
+      {"FLOAT32 type", {PluginField("spatial_shapes", floats, PluginFieldType::kFLOAT32, 2)}, -2, "INT32 or INT64"},
+      {"CHAR type", {PluginField("spatial_shapes", "ab", PluginFieldType::kCHAR, 2)}, -2, "INT32 or INT64"},
+      {"odd length", {PluginField("spatial_shapes", odd, PluginFieldType::kINT32, 3)}, -2, "length 3"},
+      {"empty", {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 0)}, -2, "length 0"},
+      {"negative length", {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, -2)}, -2, "length -2"},
+      {"17 levels", {PluginField("spatial_shapes", seventeen.data(), PluginFieldType::kINT32, 34)}, -2, "length 34"},
+      {"null data", {PluginField("spatial_shapes", nullptr, PluginFieldType::kINT32, 2)}, -2, "no data"},
+      {"negative H", {PluginField("spatial_shapes", negative, PluginFieldType::kINT32, 2)}, -2, "(-1, 5)"},
+      {"zero W", {PluginField("spatial_shapes", zero, PluginFieldType::kINT32, 2)}, -2, "(5, 0)"},
+      {"H*W over 2^31", {PluginField("spatial_shapes", huge, PluginFieldType::kINT32, 2)}, -2, "(65536, 65536)"},
+      {"INT64 over 2^31", {PluginField("spatial_shapes", too_wide, PluginFieldType::kINT64, 2)}, -2, "1099511627776"},
+      {"given twice",
+       {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8),
+        PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8)},
+       -2,
+       "more than once"},
+      {"negative nbFields", {}, -1, "nbFields -1"},
+      {"fields missing", {}, 1, "fields null"},
+  };
+  for (const Bad& b : bad) {
+    IPluginV3* plugin = create(creator, b.fields, b.count);
+    const std::string errors = logger.take();
+    expect(plugin == nullptr, name + ": refuses " + b.label);
+    expect(errors.find(b.mention) != std::string::npos && errors.find(name) != std::string::npos,
+           name + ": " + b.label + " logged with '" + b.mention + "', got: " + errors);
+    delete plugin;
+  }
+}
+
+void check_shapes(IPluginCreatorV3One* creator, bool fused, Logger& logger) {
+  const std::string name = creator->getPluginName();
+  const int32_t nb = fused ? 6 : 5;
+  const Dims out = dims({2, 300, kHeads * kDim});
+  IPluginV3* plain_plugin = create(creator, {});
+  IPluginV3* attr_plugin = create(creator, {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8)});
+  const int32_t three_levels[] = {100, 167, 50, 84, 25, 42};
+  IPluginV3* short_plugin = create(creator, {PluginField("spatial_shapes", three_levels, PluginFieldType::kINT32, 6)});
+  if (plain_plugin == nullptr || attr_plugin == nullptr || short_plugin == nullptr) {
+    expect(false, name + ": plugins for the shape checks");
+    return;
+  }
+  const Plugin p = interfaces(plain_plugin), a = interfaces(attr_plugin), s = interfaces(short_plugin);
+  expect(p.core != nullptr && p.build != nullptr && p.runtime != nullptr, name + ": capability interfaces");
+  expect(name == p.core->getPluginName() && std::strcmp(p.core->getPluginVersion(), "1") == 0 &&
+             std::strcmp(p.core->getPluginNamespace(), "detrt") == 0,
+         name + ": core name, version, namespace");
+  expect(p.build->getNbOutputs() == 1, name + ": one output");
+
+  // Formats: linear; float inputs share value's type (float32 or float16); index inputs int32.
+  for (DataType type : {DataType::kFLOAT, DataType::kHALF}) {
+    std::vector<DynamicPluginTensorDesc> io = descs(inputs(fused, 2, 300), type, out);
+    bool all = true;
+    for (int32_t pos = 0; pos <= nb; ++pos) {
+      all = all && p.build->supportsFormatCombination(pos, io.data(), nb, 1);
+    }
+    expect(all, name + ": supports the linear combination of one float type");
+    io[1].desc.type = DataType::kINT64;
+    expect(!p.build->supportsFormatCombination(1, io.data(), nb, 1), name + ": refuses int64 spatial_shapes");
+    io[3].desc.type = type == DataType::kFLOAT ? DataType::kHALF : DataType::kFLOAT;
+    expect(!p.build->supportsFormatCombination(3, io.data(), nb, 1), name + ": refuses mixed float types");
+    io[0].desc.format = TensorFormat::kCHW32;
+    expect(!p.build->supportsFormatCombination(0, io.data(), nb, 1), name + ": refuses a non-linear format");
+  }
+  {
+    std::vector<DataType> types(nb, DataType::kHALF);
+    types[1] = types[2] = DataType::kINT32;
+    DataType result = DataType::kFLOAT;
+    expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) == 0 && result == DataType::kHALF,
+           name + ": float16 output for float16 inputs");
+    types[nb - 1] = DataType::kFLOAT;
+    expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) != 0, name + ": refuses mixed float types");
+    expect(logger.take().find("must have the type of value") != std::string::npos, name + ": mixed types logged");
+    types[nb - 1] = DataType::kHALF;
+    types[2] = DataType::kINT64;
+    expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) != 0, name + ": refuses int64 indices");
+    expect(logger.take().find("level_start_index must be int32") != std::string::npos, name + ": int64 logged");
+  }
+
+  // getOutputShapes: (N, Lq, M*D), dynamic N and Lq carried through.
+  {
+    ExprBuilder builder;
+    std::vector<DimsExprs> in;
+    for (const Dims& d : inputs(fused, -1, -1)) {
+      in.push_back(builder.exprs(d));
+    }
+    DimsExprs result{};
+    expect(a.build->getOutputShapes(in.data(), nb, nullptr, 0, &result, 1, builder) == 0, name + ": output shape");
+    expect(result.nbDims == 3 && !result.d[0]->isConstant() && !result.d[1]->isConstant() &&
+               result.d[2]->isConstant() && result.d[2]->getConstantValue() == kHeads * kDim,
+           name + ": output (N, Lq, M*D) with dynamic N and Lq");
+    in.clear();
+    for (const Dims& d : inputs(fused, 2, 300, kLevels, 4)) {
+      in.push_back(builder.exprs(d));
+    }
+    expect(p.build->getOutputShapes(in.data(), nb, nullptr, 0, &result, 1, builder) != 0, name + ": M mismatch");
+    expect(logger.take().find("M (heads) differs") != std::string::npos, name + ": M mismatch logged");
+  }
+
+  // configurePlugin: build-time dims with wildcards; onShapeChange: concrete dims.
+  {
+    std::vector<DynamicPluginTensorDesc> io = descs(inputs(fused, -1, -1), DataType::kFLOAT, dims({-1, -1, 256}));
+    expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) == 0, name + ": configure with wildcards");
+    expect(a.build->configurePlugin(io.data(), nb, io.data() + nb, 1) == 0, name + ": configure with the attribute");
+    expect(s.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": attribute levels vs L");
+    expect(logger.take().find("has 3 levels but the inputs have L = 4") != std::string::npos,
+           name + ": attribute levels logged");
+    std::vector<Dims> other_s = inputs(fused, -1, -1);
+    other_s[0].d[1] = kValues - 1;
+    io = descs(other_s, DataType::kFLOAT, dims({-1, -1, 256}));
+    expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) == 0, name + ": S free without the attribute");
+    expect(a.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": attribute sum(H*W) vs S");
+    expect(logger.take().find("sum(H*W) = 22223 values but value has S = 22222") != std::string::npos,
+           name + ": attribute S logged");
+    io = descs(inputs(fused, -1, -1, 3), DataType::kFLOAT, dims({-1, -1, 256}));
+    expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": L mismatch");
+    expect(logger.take().find("L (levels) differs") != std::string::npos, name + ": L mismatch logged");
+    std::vector<Dims> bad_rank = inputs(fused, -1, -1);
+    bad_rank[nb - 1].nbDims -= 1;
+    io = descs(bad_rank, DataType::kFLOAT, dims({-1, -1, 256}));
+    expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": wrong rank");
+    expect(logger.take().find("must have rank") != std::string::npos, name + ": wrong rank logged");
+    std::vector<Dims> many = inputs(fused, -1, -1);
+    many[1].d[0] = many[2].d[0] = 17;
+    many[3].d[fused ? 2 : 3] = 17;
+    many[4].d[3] = 17;
+    if (fused) {
+      many[5].d[3] = 17 * kPoints;
+    }
+    io = descs(many, DataType::kFLOAT, dims({-1, -1, 256}));
+    expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": 17 levels");
+    expect(logger.take().find("exceeds the 16 levels") != std::string::npos, name + ": 17 levels logged");
+    if (fused) {
+      std::vector<Dims> ref3 = inputs(fused, -1, -1);
+      ref3[3].d[3] = 3;
+      io = descs(ref3, DataType::kFLOAT, dims({-1, -1, 256}));
+      expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": reference dim 3");
+      expect(logger.take().find("2 (x, y) or 4 (cx, cy, w, h)") != std::string::npos, name + ": reference logged");
+      std::vector<Dims> logits = inputs(fused, -1, -1);
+      logits[5].d[3] = kLevels * kPoints + 1;
+      io = descs(logits, DataType::kFLOAT, dims({-1, -1, 256}));
+      expect(p.build->configurePlugin(io.data(), nb, io.data() + nb, 1) != 0, name + ": logits L*P");
+      expect(logger.take().find("must be L*P = 4*4 = 16, got 17") != std::string::npos, name + ": logits logged");
+    }
+    std::vector<PluginTensorDesc> rt = runtime_descs(inputs(fused, 2, 300), DataType::kHALF, out);
+    expect(a.runtime->onShapeChange(rt.data(), nb, rt.data() + nb, 1) == 0, name + ": onShapeChange");
+  }
+
+  // enqueue with the attribute: an empty batch runs nothing; null tensors are refused by the
+  // kernel library, whose message is logged and reported to the context's error recorder.
+  {
+    std::vector<const void*> tensors(nb, nullptr);
+    void* output = nullptr;
+    std::vector<PluginTensorDesc> empty = runtime_descs(inputs(fused, 0, 300), DataType::kFLOAT, dims({0, 300, 256}));
+    expect(a.runtime->enqueue(empty.data(), empty.data() + nb, tensors.data(), &output, nullptr, nullptr) == 0,
+           name + ": enqueue of an empty batch");
+    Recorder recorder;
+    Context context;
+    context.recorder = &recorder;
+    IPluginV3* attached = a.runtime->attachToContext(&context);
+    expect(attached != nullptr, name + ": attachToContext");
+    if (attached != nullptr) {
+      IPluginV3OneRuntime* runtime = interfaces(attached).runtime;
+      std::vector<PluginTensorDesc> rt = runtime_descs(inputs(fused, 2, 300), DataType::kFLOAT, out);
+      expect(runtime->enqueue(rt.data(), rt.data() + nb, tensors.data(), &output, nullptr, nullptr) != 0,
+             name + ": enqueue with null tensors fails");
+      expect(logger.take().find("a required pointer is null") != std::string::npos, name + ": kernel error logged");
+      expect(recorder.getNbErrors() == 1 && std::strstr(recorder.getErrorDesc(0), name.c_str()) != nullptr,
+             name + ": kernel error reported to the error recorder");
+      std::vector<PluginTensorDesc> wrong = runtime_descs(inputs(fused, 2, 300, kLevels, 4), DataType::kFLOAT, out);
+      expect(runtime->enqueue(wrong.data(), wrong.data() + nb, tensors.data(), &output, nullptr, nullptr) != 0,
+             name + ": enqueue re-checks the dims");
+      expect(logger.take().find("M (heads) differs") != std::string::npos, name + ": enqueue dims logged");
+      delete attached;
+    }
+    // Without the attribute the level table is copied from the device: with null tensors (and no
+    // GPU here) that fails with a CUDA error, logged, never a crash.
+    std::vector<PluginTensorDesc> rt = runtime_descs(inputs(fused, 2, 300), DataType::kFLOAT, out);
+    expect(p.runtime->enqueue(rt.data(), rt.data() + nb, tensors.data(), &output, nullptr, nullptr) != 0,
+           name + ": device level table from null tensors fails");
+    expect(logger.take().find("spatial_shapes") != std::string::npos, name + ": device copy failure logged");
+  }
+  delete plain_plugin;
+  delete attr_plugin;
+  delete short_plugin;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::printf("usage: %s <path of libdetrt_trt_plugins.so>\n", argv[0]);
+    return 2;
+  }
+  void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) {
+    std::printf("FAIL: dlopen: %s\n", dlerror());
+    return 1;
+  }
+  using GetCreators = IPluginCreatorInterface* const* (*)(int32_t&);
+  using SetLoggerFinder = void (*)(ILoggerFinder*);
+  auto get_creators = reinterpret_cast<GetCreators>(dlsym(library, "getCreators"));
+  auto set_logger_finder = reinterpret_cast<SetLoggerFinder>(dlsym(library, "setLoggerFinder"));
+  expect(get_creators != nullptr && set_logger_finder != nullptr, "getCreators and setLoggerFinder exported");
+  expect(dlsym(library, "detrt_msda_forward_cuda") == nullptr, "the kernels' C ABI stays internal");
+  if (get_creators == nullptr || set_logger_finder == nullptr) {
+    return 1;
+  }
+  static Finder finder;
+  set_logger_finder(&finder);
+
+  int32_t count = 0;
+  IPluginCreatorInterface* const* creators = get_creators(count);
+  expect(count == 2 && creators != nullptr, "two creators");
+  const char* names[] = {"DetrtMultiscaleDeformableAttn", "DetrtMultiscaleDeformableAttnFused"};
+  for (int32_t i = 0; i < 2 && i < count; ++i) {
+    expect(std::strcmp(creators[i]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0, "creator kind");
+    auto* creator = static_cast<IPluginCreatorV3One*>(creators[i]);
+    expect(std::strcmp(creator->getPluginName(), names[i]) == 0, std::string("creator name ") + names[i]);
+    expect(std::strcmp(creator->getPluginVersion(), "1") == 0, "creator version 1");
+    expect(std::strcmp(creator->getPluginNamespace(), "detrt") == 0, "creator namespace detrt");
+    const PluginFieldCollection* fields = creator->getFieldNames();
+    expect(fields != nullptr && fields->nbFields == 1 && std::strcmp(fields->fields[0].name, "spatial_shapes") == 0,
+           "creator lists the spatial_shapes field (the ONNX parser passes only listed attributes)");
+    check_fields(creator, finder.logger);
+    check_shapes(creator, i == 1, finder.logger);
+  }
+  std::printf("%s: %d failure(s)\n", failures == 0 ? "PASS" : "FAIL", failures);
+  return failures == 0 ? 0 : 1;
+}
