@@ -4,16 +4,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .msda import IMPLEMENTATIONS, ms_deform_attn
+from .msda import (IMPLEMENTATIONS, attention_weights_from_logits, ms_deform_attn, ms_deform_attn_fused,
+                   sampling_locations)
 
 
 class MSDeformAttn(nn.Module):
     """Each query samples `n_points` positions per head and level around its reference point.
 
     `impl` selects the op implementation ("reference" or "detrt"); see `detrt.detectors.msda`.
+    `fused` (inference only) computes locations and softmax inside one op, `ms_deform_attn_fused`.
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
@@ -25,6 +26,7 @@ class MSDeformAttn(nn.Module):
             raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.impl = impl
+        self.fused = False
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -49,16 +51,6 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.0)
 
-    def sampling_locations(self, reference_points: Tensor, offsets: Tensor, spatial_shapes: Tensor) -> Tensor:
-        """Absolute locations (N, Lq, M, L, P, 2) from reference points (N, Lq, L, 2 or 4) and offsets."""
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
-            return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        if reference_points.shape[-1] == 4:
-            return (reference_points[:, :, None, :, None, :2]
-                    + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
-        raise ValueError(f"reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}")
-
     def forward(self, query: Tensor, reference_points: Tensor, input_flatten: Tensor, spatial_shapes: Tensor,
                 level_start_index: Tensor, input_padding_mask: Tensor | None = None) -> Tensor:
         n, lq, _ = query.shape
@@ -68,9 +60,13 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(n, lq, self.n_heads, self.n_levels, self.n_points, 2)
-        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
-        weights = F.softmax(weights, -1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
-        locations = self.sampling_locations(reference_points, offsets, spatial_shapes)
-        output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, impl=self.impl,
-                                validate=False)
+        logits = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        if self.fused:
+            output = ms_deform_attn_fused(value, spatial_shapes, level_start_index, reference_points, offsets, logits,
+                                          impl=self.impl)
+        else:
+            weights = attention_weights_from_logits(logits, self.n_levels, self.n_points)
+            locations = sampling_locations(reference_points, offsets, spatial_shapes)
+            output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights, impl=self.impl,
+                                    validate=False)
         return self.output_proj(output)

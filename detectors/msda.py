@@ -65,6 +65,24 @@ def ms_deform_attn_reference(value: Tensor, spatial_shapes: Tensor, sampling_loc
     return output.transpose(1, 2).contiguous()
 
 
+def sampling_locations(reference_points: Tensor, offsets: Tensor, spatial_shapes: Tensor) -> Tensor:
+    """Absolute locations (N, Lq, M, L, P, 2) from reference points (N, Lq, L, 2 or 4) and offsets
+    (N, Lq, M, L, P, 2): ``ref + offset / (W, H)``, or ``ref_xy + offset / P * ref_wh * 0.5`` for boxes."""
+    if reference_points.shape[-1] == 2:
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    if reference_points.shape[-1] == 4:
+        return (reference_points[:, :, None, :, None, :2]
+                + offsets / offsets.shape[4] * reference_points[:, :, None, :, None, 2:] * 0.5)
+    raise ValueError(f"reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}")
+
+
+def attention_weights_from_logits(logits: Tensor, levels: int, points: int) -> Tensor:
+    """(N, Lq, M, L*P) logits -> (N, Lq, M, L, P) weights, softmaxed over the L*P samples of each head."""
+    n, lq, m, _ = logits.shape
+    return F.softmax(logits, -1).view(n, lq, m, levels, points)
+
+
 def _forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,
              attention_weights: Tensor, impl: str) -> Tensor:
     if impl == "reference":
@@ -104,6 +122,50 @@ def _backward(ctx, grad_output: Tensor):  # noqa: ANN001, ANN202
 
 
 _ms_deform_attn_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _fused_reference(value: Tensor, spatial_shapes: Tensor, reference_points: Tensor, sampling_offsets: Tensor,
+                     attention_logits: Tensor) -> Tensor:
+    _, _, _, levels, points, _ = sampling_offsets.shape
+    locations = sampling_locations(reference_points, sampling_offsets, spatial_shapes)
+    weights = attention_weights_from_logits(attention_logits, levels, points)
+    return ms_deform_attn_reference(value, spatial_shapes, locations, weights)
+
+
+@torch.library.custom_op("detrt::ms_deform_attn_fused", mutates_args=())
+def _ms_deform_attn_fused_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                             reference_points: Tensor, sampling_offsets: Tensor, attention_logits: Tensor,
+                             impl: str) -> Tensor:
+    if impl == "reference":
+        return _fused_reference(value, spatial_shapes, reference_points, sampling_offsets, attention_logits)
+    if impl == "detrt":
+        from detrt.plugins import msda as library  # imported on use: the library is optional
+
+        return library.forward_fused(value, spatial_shapes, level_start_index, reference_points, sampling_offsets,
+                                     attention_logits)
+    raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+
+
+@_ms_deform_attn_fused_op.register_fake
+def _(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, reference_points: Tensor,
+      sampling_offsets: Tensor, attention_logits: Tensor, impl: str) -> Tensor:
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_offsets.shape[1], m * d))
+
+
+def ms_deform_attn_fused(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, reference_points: Tensor,
+                         sampling_offsets: Tensor, attention_logits: Tensor, impl: str = "detrt") -> Tensor:
+    """MSDA from reference points, raw offsets and pre-softmax logits in one op (inference only):
+    equals `ms_deform_attn` on `sampling_locations(...)` and `attention_weights_from_logits(...)`.
+    With impl "detrt" the library computes locations and softmax in the kernel, and export emits one
+    fused plugin node."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (value, reference_points, sampling_offsets,
+                                                                  attention_logits)):
+        raise RuntimeError("the fused MSDA op has no gradient; train with the unfused op (fused=False)")
+    return _ms_deform_attn_fused_op(value, spatial_shapes, level_start_index, reference_points, sampling_offsets,
+                                    attention_logits, impl)
 
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, sampling_locations: Tensor,

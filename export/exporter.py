@@ -19,7 +19,7 @@ from .export_module import OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule
 from .metadata import ModelMetadata, weights_fingerprint, write_metadata
 from .onnx_schemas import register_plugin_schemas
 from .deform_conv_nodes import register_deform_conv_symbolic
-from .msda_nodes import MSDA_MODES, PLUGIN_NODES, check_msda_supported, register_msda_symbolic
+from .msda_nodes import DETRT_FUSED_PLUGIN, MSDA_MODES, PLUGIN_NODES, check_msda_supported, register_msda_symbolic
 from .plugin_mode import plugin_mode
 from .report import ExportReport
 
@@ -45,6 +45,7 @@ class ExportOptions:
     raw: bool = False
     normalize_in_graph: bool = True
     simplify: bool = True
+    fused: bool = False  # plugin mode: locations and softmax inside the plugin (DetrtMultiscaleDeformableAttnFused)
 
 
 def _msda_modules(detector: Detector) -> list[MSDeformAttn]:
@@ -75,6 +76,8 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
             check_msda_supported(mode, module.n_levels, module.n_points)
         except ValueError as error:
             raise ExportError(str(error)) from None
+    if options.fused and mode != "plugin":
+        raise ExportError(f"the fused MSDA node exists only in --msda plugin mode (this export: {mode})")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"batch must be a positive number or dynamic, got {options.batch}")
     size = options.size or detector.preprocess.fixed_size
@@ -89,7 +92,7 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
 
 def _metadata(detector: Detector, options: ExportOptions, mode: str, size: tuple[int, int],
               outputs: tuple[str, ...]) -> ModelMetadata:
-    node = PLUGIN_NODES.get(mode)
+    node = DETRT_FUSED_PLUGIN if options.fused else PLUGIN_NODES.get(mode)
     return ModelMetadata(
         detrt_version=importlib.metadata.version("detrt"), arch=detector.config.arch,
         class_names=tuple(detector.class_names), input_size=size, mean=tuple(detector.preprocess.mean),
@@ -122,8 +125,10 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
     mode, size = check_exportable(detector, options)
     outputs = OUTPUT_NAMES + (RAW_OUTPUT_NAMES if options.raw else ())
     attention = _msda_modules(detector)
-    previous = [module.impl for module in attention]
+    previous = [(module.impl, module.fused) for module in attention]
     set_msda_impl(detector.model, "detrt" if mode in PLUGIN_NODES else "reference")
+    for module in attention:
+        module.fused = options.fused
     try:
         module = ExportModule(detector, size, options.normalize_in_graph, options.raw).eval()
         sample = torch.rand(options.batch or 2, 3, *size) * (255.0 if options.normalize_in_graph else 1.0)
@@ -132,8 +137,8 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
             output_shapes = [tuple(t.shape) for t in module(sample)]
             model = _trace_to_onnx(module, sample, options, outputs)
     finally:
-        for module_, impl in zip(attention, previous):
-            module_.impl = impl
+        for module_, (impl, fused) in zip(attention, previous):
+            module_.impl, module_.fused = impl, fused
     register_plugin_schemas()
     onnx_passes.add_level_shapes(model)
     if options.simplify:

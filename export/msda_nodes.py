@@ -2,7 +2,8 @@
 
 The three MSDA export modes:
 - ``plugin``: one node ``DetrtMultiscaleDeformableAttn`` (domain ``detrt``) that our TensorRT plugin
-  implements; output (N, Lq, M*D).
+  implements; output (N, Lq, M*D). Fused (`ExportOptions.fused`): ``DetrtMultiscaleDeformableAttnFused``
+  takes reference points, raw offsets and attention logits instead of locations and weights.
 - ``nvidia``: one node ``MultiscaleDeformableAttnPlugin_TRT`` version 2, TensorRT's built-in plugin;
   its output (N, Lq, M, D) is reshaped back to (N, Lq, M*D).
 - ``portable``: the reference GridSample formulation, traced as plain ONNX ops that any runtime runs.
@@ -35,6 +36,7 @@ class PluginNode:
 
 
 DETRT_PLUGIN = PluginNode("DetrtMultiscaleDeformableAttn", "1", "detrt", "detrt", 3)
+DETRT_FUSED_PLUGIN = PluginNode("DetrtMultiscaleDeformableAttnFused", "1", "detrt", "detrt", 3)
 NVIDIA_PLUGIN = PluginNode("MultiscaleDeformableAttnPlugin_TRT", "2", "", "trt", 4)
 PLUGIN_NODES = {"plugin": DETRT_PLUGIN, "nvidia": NVIDIA_PLUGIN}
 
@@ -68,9 +70,24 @@ def _ms_deform_attn_symbolic(g, value, spatial_shapes, level_start_index, sampli
     return output
 
 
+def _ms_deform_attn_fused_symbolic(g, value, spatial_shapes, level_start_index, reference_points,  # noqa: ANN001, ANN202
+                                   sampling_offsets, attention_logits, impl):
+    if active_mode() != "plugin":
+        raise RuntimeError("the fused MSDA op is exported only as the detrt plugin (msda='plugin')")
+    node = DETRT_FUSED_PLUGIN
+    output = g.op(f"{node.domain}::{node.name}", value, _int32(g, spatial_shapes), _int32(g, level_start_index),
+                  reference_points, sampling_offsets, attention_logits, plugin_version_s=node.version,
+                  plugin_namespace_s=node.namespace)
+    n, _, m, d = symbolic_helper._get_tensor_sizes(value)
+    lq = symbolic_helper._get_tensor_sizes(reference_points)[1]
+    output.setType(value.type().with_sizes([n, lq, m * d if m is not None and d is not None else None]))
+    return output
+
+
 def register_msda_symbolic(opset: int) -> None:
-    """Map `detrt::ms_deform_attn` to a plugin node for the TorchScript exporter at `opset`."""
+    """Map `detrt::ms_deform_attn` (and its fused form) to plugin nodes for the TorchScript exporter."""
     torch.onnx.register_custom_op_symbolic("detrt::ms_deform_attn", _ms_deform_attn_symbolic, opset)
+    torch.onnx.register_custom_op_symbolic("detrt::ms_deform_attn_fused", _ms_deform_attn_fused_symbolic, opset)
 
 
 def check_msda_supported(mode: str, levels: int, points: int) -> None:

@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
-from .msda_nodes import DETRT_PLUGIN, PLUGIN_NODES
+from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, PLUGIN_NODES
 
 # ONNX Runtime 1.20+ reads IR version 10; newer onnx packages write higher versions by default.
 MAX_IR_VERSION = 10
@@ -17,7 +17,7 @@ MAX_IR_VERSION = 10
 
 def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The nodes that a TensorRT plugin implements (MSDA, ours and NVIDIA's; NVIDIA's DCNv2)."""
-    names = {node.name for node in (*PLUGIN_NODES.values(), DEFORM_CONV_PLUGIN)}
+    names = {node.name for node in (*PLUGIN_NODES.values(), DETRT_FUSED_PLUGIN, DEFORM_CONV_PLUGIN)}
     return [node for node in model.graph.node if node.op_type in names]
 
 
@@ -34,7 +34,7 @@ def add_level_shapes(model: onnx.ModelProto) -> None:
     plugin knows the levels on the host without reading the device tensor (see plugins/msda/README.md)."""
     constants = _constant_values(model)
     for node in plugin_nodes(model):
-        if node.op_type != DETRT_PLUGIN.name or any(a.name == "spatial_shapes" for a in node.attribute):
+        if node.op_type not in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name) or any(a.name == "spatial_shapes" for a in node.attribute):
             continue
         if node.input[1] not in constants:
             raise ValueError(f"the spatial_shapes input of {node.name} is not a constant; the detrt plugin needs "

@@ -8,11 +8,13 @@ import onnx
 from onnx.defs import OpSchema
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
-from .msda_nodes import DETRT_PLUGIN, NVIDIA_PLUGIN, PluginNode
+from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, PluginNode
 
-_INPUTS = (("value", "T", "(N, S, M, D)"), ("spatial_shapes", "I", "(L, 2) rows (H, W)"),
-           ("level_start_index", "I", "(L,)"), ("sampling_locations", "T", "(N, Lq, M, L, P, 2)"),
-           ("attention_weights", "T", "(N, Lq, M, L, P)"))
+_LEVELS = (("value", "T", "(N, S, M, D)"), ("spatial_shapes", "I", "(L, 2) rows (H, W)"),
+           ("level_start_index", "I", "(L,)"))
+_INPUTS = _LEVELS + (("sampling_locations", "T", "(N, Lq, M, L, P, 2)"), ("attention_weights", "T", "(N, Lq, M, L, P)"))
+_FUSED_INPUTS = _LEVELS + (("reference_points", "T", "(N, Lq, L, 2 or 4)"),
+                           ("sampling_offsets", "T", "(N, Lq, M, L, P, 2)"), ("attention_logits", "T", "(N, Lq, M, L*P)"))
 
 
 def _dim(source: onnx.TypeProto, index: int) -> onnx.TensorShapeProto.Dimension | None:
@@ -36,10 +38,10 @@ def _msda_output_type(node: PluginNode, ctx: onnx.shape_inference.InferenceConte
     ctx.set_output_type(0, output)
 
 
-def _schema(node: PluginNode, output_shape: str) -> OpSchema:
+def _schema(node: PluginNode, output_shape: str, inputs: tuple = _INPUTS) -> OpSchema:
     schema = OpSchema(
         node.name, node.domain, 1, f"Multi-scale deformable attention, TensorRT plugin {node.name} v{node.version}.",
-        inputs=[OpSchema.FormalParameter(name, type_str, doc) for name, type_str, doc in _INPUTS],
+        inputs=[OpSchema.FormalParameter(name, type_str, doc) for name, type_str, doc in inputs],
         outputs=[OpSchema.FormalParameter("output", "T", output_shape)],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "value, locations, weights, output"),
                           ("I", ["tensor(int32)"], "level table")],
@@ -84,6 +86,7 @@ def _deform_conv_schema() -> OpSchema:
 def register_plugin_schemas() -> None:
     """Register the schemas of the plugin nodes: MSDA (ours, NVIDIA's) and NVIDIA's DCNv2 (once)."""
     schemas = [(DETRT_PLUGIN, lambda: _schema(DETRT_PLUGIN, "(N, Lq, M*D)")),
+               (DETRT_FUSED_PLUGIN, lambda: _schema(DETRT_FUSED_PLUGIN, "(N, Lq, M*D)", _FUSED_INPUTS)),
                (NVIDIA_PLUGIN, lambda: _schema(NVIDIA_PLUGIN, "(N, Lq, M, D)")),
                (DEFORM_CONV_PLUGIN, _deform_conv_schema)]
     for node, make in schemas:

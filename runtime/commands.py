@@ -96,7 +96,7 @@ def export(args: argparse.Namespace) -> dict:
         detector = load(args.checkpoint, arch=args.arch)
     options = ExportOptions(msda=args.msda, batch=_parse_batch(args.batch),
                             size=_parse_size(args.size) if args.size else None, opset=args.opset, raw=args.raw,
-                            normalize_in_graph=not args.no_normalize)
+                            normalize_in_graph=not args.no_normalize, fused=args.fused)
     report = export_onnx(detector, args.output, options,
                          progress=lambda message: print(message, file=sys.stderr, flush=True))
     return report.to_dict()

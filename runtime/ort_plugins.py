@@ -17,7 +17,7 @@ import onnx
 import torch
 
 from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
-from detrt.export.msda_nodes import DETRT_PLUGIN, NVIDIA_PLUGIN
+from detrt.export.msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
 from detrt.export.onnx_passes import plugin_nodes
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
@@ -34,7 +34,7 @@ def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.n
 
 @functools.cache
 def register_custom_ops() -> None:
-    """Register the Python implementations of both MSDA plugin nodes with onnxruntime-extensions (once)."""
+    """Register the Python implementations of the MSDA plugin nodes with onnxruntime-extensions (once)."""
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     float_, int32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
@@ -44,6 +44,13 @@ def register_custom_ops() -> None:
     @onnx_op(op_type=DETRT_PLUGIN.name, **signature)
     def detrt_msda(value, spatial_shapes, level_start_index, locations, weights, **_):  # noqa: ANN001, ANN202
         return _msda(value, spatial_shapes, level_start_index, locations, weights)
+
+    @onnx_op(op_type=DETRT_FUSED_PLUGIN.name, **{**signature, "inputs": [float_, int32, int32, float_, float_, float_]})
+    def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits, **_):  # noqa: ANN001, ANN202
+        from detrt.plugins import msda
+
+        tensors = [torch.from_numpy(a) for a in (value, spatial_shapes, level_start_index, references, offsets, logits)]
+        return msda.forward_fused(*tensors).numpy()
 
     @onnx_op(op_type=NVIDIA_PLUGIN.name, **signature)
     def nvidia_msda(value, spatial_shapes, level_start_index, locations, weights, **_):  # noqa: ANN001, ANN202

@@ -17,7 +17,7 @@ from polygraphy.comparator import Comparator, SimpleCompareFunc
 
 from detrt.detectors import Detector, PreprocessSpec
 from detrt.detectors.zoo import load_zoo
-from detrt.export import DETRT_PLUGIN, NVIDIA_PLUGIN, ExportOptions, export_onnx, read_metadata
+from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, ExportOptions, export_onnx, read_metadata
 from detrt.export.export_module import ExportModule
 from detrt.runtime.ort_plugins import create_session
 from detrt.runtime.torch_runner import TorchRunner
@@ -64,6 +64,18 @@ def test_every_variant_matches_pytorch_in_onnxruntime(name, mode, tmp_path):
     assert ("GridSample" in report.ops) == (has_msda and mode == "portable")
     torch.manual_seed(1)
     # random weights give near-ties in the top-k, so compare the raw outputs (order-free) and the scores
+    assert_matches_pytorch(detector, path, torch.rand(2, 3, *SIZE) * 255, ("scores", "pred_logits", "pred_boxes"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, v in VARIANTS.items() if v["arch"] == "deformable_detr"))
+def test_fused_plugin_graph_matches_pytorch(name, tmp_path):
+    detector = small_detector(name)
+    opset = 19 if detector.config.deformable_stages else 17
+    path = tmp_path / f"{name}-fused.onnx"
+    report = export_onnx(detector, path, ExportOptions(msda="plugin", fused=True, batch=2, opset=opset, raw=True))
+    assert report.ops[DETRT_FUSED_PLUGIN.name] == 4 and DETRT_PLUGIN.name not in report.ops  # 2 + 2 layers
+    assert read_metadata(path).plugin_name == DETRT_FUSED_PLUGIN.name
+    torch.manual_seed(2)
     assert_matches_pytorch(detector, path, torch.rand(2, 3, *SIZE) * 255, ("scores", "pred_logits", "pred_boxes"))
 
 

@@ -85,3 +85,24 @@ def test_unknown_implementation_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown MSDA implementation 'cuda'"):
         ms_deform_attn(torch.randn(1, 4, 1, 2), torch.tensor([[2, 2]]), torch.tensor([0]),
                        torch.rand(1, 1, 1, 1, 1, 2), torch.rand(1, 1, 1, 1, 1), impl="cuda")
+
+
+@pytest.mark.parametrize("impl", ["reference", "detrt"])
+@pytest.mark.parametrize("reference_dim", [2, 4])
+def test_fused_module_equals_unfused(impl, reference_dim):
+    """The fused op (locations and softmax inside) matches the module's own arithmetic within fp32 rounding."""
+    from detrt.detectors.ms_deform_attn import MSDeformAttn
+
+    torch.manual_seed(0)
+    module = MSDeformAttn(d_model=32, n_levels=2, n_heads=2, n_points=3, impl=impl).eval()
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    shapes = torch.tensor([[6, 5], [3, 3]])
+    starts = torch.tensor([0, 30])
+    query, memory = torch.randn(2, 7, 32), torch.randn(2, 39, 32)
+    references = torch.rand(2, 7, 2, reference_dim)
+    with torch.no_grad():
+        unfused = module(query, references, memory, shapes, starts)
+        module.fused = True
+        fused = module(query, references, memory, shapes, starts)
+    torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
