@@ -6,7 +6,9 @@ import json
 import sys
 from collections.abc import Callable
 
-from . import commands
+from . import commands, runtime_commands
+from . import precision_commands
+from .errors import DetrtRuntimeError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.set_defaults(handler=commands.evaluate)
+    export = sub.add_parser("export", help="export a detector to ONNX (MSDA as a TensorRT plugin node or portable)")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("checkpoint", nargs="?", help="a checkpoint file (.pth)")
+    source.add_argument("--zoo", help="a shipped model by name, e.g. shapes-deformable-detr")
+    source.add_argument("--hf", metavar="DIR", help="a HuggingFace model directory (save_pretrained)")
+    export.add_argument("-o", "--output", required=True, help="the ONNX file to write")
+    export.add_argument("--arch", help="architecture of the checkpoint (default: detected from its keys)")
+    export.add_argument("--msda", choices=["plugin", "nvidia", "portable"], default="plugin",
+                        help="plugin: one detrt plugin node per MSDA (default); nvidia: TensorRT's built-in "
+                             "MultiscaleDeformableAttnPlugin_TRT v2; portable: GridSample ops any runtime runs")
+    export.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
+    export.add_argument("--size", help="input size HxW (default: the model's fixed pre-processing size)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; portable needs >= 16)")
+    export.add_argument("--fused", action="store_true",
+                        help="plugin mode: one fused node computes sampling locations and softmax as well")
+    export.add_argument("--raw", action="store_true", help="also output raw pred_logits and pred_boxes")
+    export.add_argument("--no-normalize", action="store_true",
+                        help="leave mean/std normalisation out of the graph (input is then normalised)")
+    export.add_argument("--json", action="store_true", help="print the report as JSON")
+    export.set_defaults(handler=commands.export)
+    runtime_commands.register(sub)  # build, run, bench, demo
+    precision_commands.register(sub)  # convert, calibrate, compare
     return parser
 
 
@@ -55,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], dict] = args.handler
     try:
         result = handler(args)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError, DetrtRuntimeError) as error:
         print(f"detrt {args.command}: error: {error}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):

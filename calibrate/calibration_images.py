@@ -1,0 +1,135 @@
+"""Calibration and evaluation images: found in a folder or a COCO JSON, checked, pre-processed exactly
+as the runtime pre-processes them (`detrt.runtime.model.Model.prepare`): resize to the graph's input
+size (bilinear, antialiased), then x255 when the graph normalises, else mean/std normalisation.
+
+Only 3-channel RGB images are accepted: a grayscale, RGBA or palette image is an error naming the file,
+never a silent conversion, so that calibration statistics come from the images the model will see.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from detrt.detectors.preprocess import normalize, resize, to_float_image
+from detrt.export import ModelMetadata
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_CHANNELS = {"L": "1 channel (grayscale)", "1": "1 channel (black and white)", "I": "1 channel (32-bit grayscale)",
+             "I;16": "1 channel (16-bit grayscale)", "F": "1 channel (float grayscale)",
+             "LA": "2 channels (grayscale + alpha)", "RGBA": "4 channels (RGBA)", "CMYK": "4 channels (CMYK)",
+             "P": "a palette", "PA": "a palette with alpha"}
+
+
+class CalibrationDataError(ValueError):
+    """Images that cannot be used for calibration or evaluation; the message names the file and the fix."""
+
+
+def list_images(images_dir: str | Path | None = None, coco: str | Path | None = None,
+                num: int | None = None) -> list[Path]:
+    """Image files of a folder (sorted by name) or of a COCO JSON (in its order), the first `num` of them."""
+    if images_dir is None and coco is None:
+        raise CalibrationDataError("give calibration images: --images DIR or --coco JSON")
+    if coco is not None:
+        paths = _coco_images(Path(coco), Path(images_dir) if images_dir else None)
+    else:
+        folder = Path(images_dir)
+        if not folder.is_dir():
+            raise CalibrationDataError(f"image folder {folder} does not exist")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise CalibrationDataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}; "
+                                       "point --images at a folder of RGB images")
+    if num is not None:
+        if num < 1:
+            raise CalibrationDataError(f"--num must be at least 1, got {num}")
+        paths = paths[:num]
+    return paths
+
+
+def _coco_images(coco: Path, images_dir: Path | None) -> list[Path]:
+    if not coco.is_file():
+        raise CalibrationDataError(f"COCO file {coco} does not exist")
+    try:
+        data = json.loads(coco.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CalibrationDataError(f"{coco} is not JSON: {error}") from error
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise CalibrationDataError(f"{coco} is not a COCO file: it has no 'images' list")
+    if not data["images"]:
+        raise CalibrationDataError(f"{coco} lists no images")
+    folder = images_dir or coco.parent / "images"
+    paths = [folder / image["file_name"] for image in data["images"]]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise CalibrationDataError(f"{len(missing)} image(s) listed in {coco} are missing, e.g. {missing[:3]}; "
+                                   "pass the images folder with --images")
+    return paths
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array; a clear error for undecodable and non-RGB images."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode != "RGB":
+                kind = _CHANNELS.get(mode, f"mode {mode}")
+                raise CalibrationDataError(f"{path} has {kind}, not 3 RGB channels; convert it to RGB first "
+                                           f"(e.g. PIL: Image.open(p).convert('RGB').save(p)) or leave it out")
+            return np.asarray(image).copy()
+    except (UnidentifiedImageError, OSError) as error:
+        raise CalibrationDataError(f"cannot decode image {path}: {error}") from error
+
+
+def prepare(images: list[np.ndarray], metadata: ModelMetadata) -> np.ndarray:
+    """RGB (H, W, 3) uint8 images -> the graph's ``images`` input (N, 3, H, W) float32, as the runtime does."""
+    size = tuple(metadata.input_size)
+    batch = []
+    for image in images:
+        pixels = resize(to_float_image(torch.from_numpy(image).permute(2, 0, 1)), size)
+        batch.append(pixels * 255.0 if metadata.normalize_in_graph else normalize(pixels, metadata.mean, metadata.std))
+    return torch.stack(batch).numpy()
+
+
+@dataclass
+class ImageBatches:
+    """Pre-processed batches of `paths` for a graph described by `metadata`.
+
+    A graph with a fixed batch B gets batches of exactly B (the last incomplete batch is left out);
+    a dynamic graph gets batches of `batch_size` (the last may be smaller).
+    """
+
+    paths: list[Path]
+    metadata: ModelMetadata
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.metadata.batch is not None:
+            self.batch_size = self.metadata.batch
+        if self.batch_size < 1:
+            raise CalibrationDataError(f"the batch size must be at least 1, got {self.batch_size}")
+        if len(self.paths) < self.batch_size:
+            fixed = " (the graph's fixed batch)" if self.metadata.batch is not None else ""
+            raise CalibrationDataError(f"{len(self.paths)} image(s) are fewer than one batch of {self.batch_size}"
+                                       f"{fixed}; give at least {self.batch_size} images, or a smaller batch")
+
+    @property
+    def used(self) -> int:
+        """How many images the batches cover."""
+        if self.metadata.batch is not None:
+            return len(self.paths) // self.batch_size * self.batch_size
+        return len(self.paths)
+
+    def __len__(self) -> int:
+        return -(-self.used // self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, self.used, self.batch_size):
+            chunk = self.paths[start:min(start + self.batch_size, self.used)]
+            yield prepare([read_rgb(path) for path in chunk], self.metadata)

@@ -1,0 +1,50 @@
+"""Reading the FP32 export that precision conversion starts from, and writing its FP16/INT8 result
+(simplified, shape-inferred, checked, metadata kept with the precision updated, written atomically)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import onnx
+
+from detrt.export import ModelMetadata, read_metadata
+from detrt.export.metadata import write_metadata
+from detrt.export.onnx_passes import finalize, infer_shapes, save_atomic, simplify
+from detrt.export.onnx_schemas import register_plugin_schemas
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class PrecisionError(ValueError):
+    """A model that cannot be converted as asked; the message says why and what to do."""
+
+
+def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMetadata]:
+    """The FP32 detrt export at `path` and its metadata; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX {path} does not exist; export one with `detrt export`")
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf's DecodeError names neither the file nor the fix
+        raise PrecisionError(f"{path} is not a readable ONNX file ({type(error).__name__}); export it again "
+                             "with `detrt export`") from error
+    metadata = read_metadata(model)
+    if metadata.precision != "fp32":
+        raise PrecisionError(f"{path} is already {metadata.precision}; convert the FP32 export from `detrt export` "
+                             "(precision conversions do not stack)")
+    register_plugin_schemas()  # plugin nodes get types and shapes in shape inference
+    return model, metadata
+
+
+def finish(model: onnx.ModelProto, metadata: ModelMetadata, precision: str, path: str | Path,
+           simplify_graph: bool = True) -> Path:
+    """Simplify, infer shapes, record `precision` in the metadata, check, and write atomically."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if simplify_graph:
+        model = simplify(model)
+    model = infer_shapes(model)
+    write_metadata(model, dataclasses.replace(metadata, precision=precision))
+    finalize(model)
+    return save_atomic(model, path)

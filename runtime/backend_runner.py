@@ -1,0 +1,39 @@
+"""`ModelRunner`: a polygraphy runner over a runtime `Model`, so polygraphy's Comparator drives the very
+backends `detrt run` uses (ONNX Runtime, TensorRT, PyTorch), with the runtime's batching around them."""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+from .model import Model, Prepared
+
+
+class ModelRunner(BaseRunner):
+    """Feeds ``images`` (N, 3, H, W) float32 to `model.infer` (split or padded to what the backend takes);
+    outputs ``scores``, ``labels``, ``boxes``."""
+
+    def __init__(self, model: Model, name: str) -> None:
+        super().__init__(name=name, prefix="detrt-runner")
+        self.model = model
+        height, width = model.metadata.input_size
+        self.input_metadata = TensorMetadata().add("images", np.float32, ("N", 3, height, width))
+
+    def activate_impl(self) -> None:
+        pass
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        return self.input_metadata
+
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
+        images = feed_dict["images"]
+        start = time.perf_counter()
+        outputs = self.model.infer(Prepared(images, [(0, 0)] * len(images)))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict(outputs)
+
+    def deactivate_impl(self) -> None:
+        pass

@@ -1,0 +1,121 @@
+"""The `detrt convert`, `calibrate` and `compare` subcommands: arguments and handlers."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import DetrtRuntimeError
+
+
+class ComparisonFailedError(DetrtRuntimeError):
+    """At least one candidate did not meet its precision's limits (the report says which and why)."""
+
+
+def convert(args: argparse.Namespace) -> dict:
+    """FP32 export -> strongly typed FP16 graph with a keep-in-FP32 list."""
+    from detrt.calibrate.fp16 import KeepList, convert_fp16
+
+    keep = KeepList.parse(args.keep_fp32 or [], defaults=not args.no_default_keep)
+    return convert_fp16(args.onnx, args.output, keep).to_dict()
+
+
+def calibrate(args: argparse.Namespace) -> dict:
+    """FP32 export + calibration images -> INT8 Q/DQ graph (and calibration cache)."""
+    from detrt.calibrate.calibration_images import list_images
+    from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
+
+    images = list_images(args.images, args.coco, args.num)
+    val_coco = args.val_coco or args.coco
+    ap_of = None
+    if val_coco:
+        from .onnx_accuracy import onnx_ap
+
+        val_images = args.val_images if args.val_coco else args.images
+        ap_of = lambda model: onnx_ap(model, val_coco, val_images)  # noqa: E731
+    cache = Path(args.cache) if args.cache else Path(args.output).with_suffix(".calib.json")
+    settings = CalibrationSettings(method=args.method, batch_size=args.batch, exclude=tuple(args.exclude or ()),
+                                   cache=cache, recalibrate=args.recalibrate, sensitivity=args.sensitivity,
+                                   max_ap_drop=args.max_ap_drop, sensitivity_images=args.sensitivity_images,
+                                   sensitivity_layers=tuple(args.sensitivity_layers or ("*",)))
+    report, analysis = calibrate_model(args.onnx, args.output, images, settings, ap_of if args.sensitivity else None)
+    result = report.to_dict()
+    if analysis is not None:
+        result["sensitivity"] = {"worst_layers": analysis["ranking"][:10], **analysis["budget"]}
+    return result
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Candidates against the PyTorch reference: tensors, detections, AP; fails when one fails."""
+    from .compare import compare as run_compare
+    from .compare_report import write_report
+
+    if args.images is None and args.coco is None:
+        raise ValueError("give the images to compare on: --images DIR (and/or --coco JSON)")
+    comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch)
+    files = write_report(comparison, args.out, args.json_file)
+    summary = {c.name: "passed" if c.passed else "FAILED: " + "; ".join(c.failures) for c in comparison.candidates}
+    if not comparison.passed:
+        failed = [name for name, verdict in summary.items() if verdict != "passed"]
+        verdicts = "; ".join(f"{name}: {summary[name]}" for name in failed)
+        raise ComparisonFailedError(f"{len(failed)} candidate(s) failed: {verdicts} (report: {files['markdown']}, "
+                                    f"{files['json']})")
+    return {**summary, **files}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add convert, calibrate and compare to the `detrt` parser."""
+    parser = sub.add_parser("convert", help="FP32 ONNX -> strongly typed FP16 ONNX (keep-in-FP32 list)")
+    parser.add_argument("onnx", help="an FP32 ONNX written by `detrt export`")
+    parser.add_argument("--precision", choices=["fp16"], required=True, help="target precision (INT8: detrt calibrate)")
+    parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
+    parser.add_argument("--keep-fp32", action="append", metavar="ENTRY",
+                        help="also keep in FP32: a preset (sampling: MSDA sampling locations; boxes: box "
+                             "refinement and decoding), an op type (Softmax) or a node-name pattern "
+                             "('/model/*/Log*'); repeatable")
+    parser.add_argument("--no-default-keep", action="store_true",
+                        help="drop the default keep list (LayerNormalization); plugin nodes always stay FP32")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=convert)
+
+    parser = sub.add_parser("calibrate", help="FP32 ONNX + images -> INT8 ONNX with explicit Q/DQ (symmetric, "
+                                              "per-channel weights)")
+    parser.add_argument("onnx", help="an FP32 ONNX written by `detrt export`")
+    parser.add_argument("-o", "--output", required=True, help="the INT8 ONNX file to write")
+    source = parser.add_argument_group("calibration images (one of)")
+    source.add_argument("--images", help="a folder of RGB images (or the images of --coco)")
+    source.add_argument("--coco", help="a COCO JSON; its images (and annotations, for --sensitivity)")
+    parser.add_argument("--num", type=int, help="use the first N images (default: all)")
+    parser.add_argument("--method", choices=["entropy", "percentile", "minmax"], default="entropy",
+                        help="activation range method (default entropy)")
+    parser.add_argument("--batch", type=int, default=8, help="images per calibration batch for dynamic-batch graphs")
+    parser.add_argument("--cache", help="calibration cache (default OUTPUT with .calib.json): reused when it matches")
+    parser.add_argument("--recalibrate", action="store_true", help="ignore and overwrite an existing cache")
+    parser.add_argument("--exclude", action="append", metavar="NODE",
+                        help="keep this Conv/MatMul/Gemm (name or pattern) out of INT8; repeatable")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="rank layers by their error when quantised alone and keep the worst in float until "
+                             "--max-ap-drop holds (needs --coco or --val-coco)")
+    parser.add_argument("--max-ap-drop", type=float, default=1.0, help="AP points (0-100) INT8 may lose (default 1.0)")
+    parser.add_argument("--val-coco", help="COCO JSON for the AP budget (default: --coco)")
+    parser.add_argument("--val-images", help="images folder of --val-coco (default: beside it)")
+    parser.add_argument("--sensitivity-images", type=int, default=16, help="images for the layer ranking (default 16)")
+    parser.add_argument("--sensitivity-layers", action="append", metavar="PATTERN",
+                        help="rank only these layers (names or patterns; default all Conv/MatMul/Gemm); repeatable")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=calibrate)
+
+    parser = sub.add_parser("compare", help="candidates (ONNX, engines) against the PyTorch reference: tensors "
+                                            "(polygraphy), detection agreement, mAP")
+    reference = parser.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--reference", metavar="CHECKPOINT", help="the reference checkpoint (.pth)")
+    reference.add_argument("--zoo", help="the reference as a shipped model name, e.g. shapes-deformable-detr")
+    parser.add_argument("--candidate", nargs="+", required=True, metavar="MODEL",
+                        help="ONNX files (fp32, fp16, int8; plugin or portable) and TensorRT engines")
+    parser.add_argument("--images", help="a folder of RGB images (default with --coco: images/ beside it)")
+    parser.add_argument("--coco", help="COCO annotations: also measure the mAP of each model")
+    parser.add_argument("--num", type=int, help="use the first N images")
+    parser.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
+    parser.add_argument("--out", default="detrt-compare", help="folder for compare.md and worst-*.png")
+    parser.add_argument("--json", dest="json_file", metavar="FILE", help="write the JSON report here "
+                                                                         "(default OUT/compare.json)")
+    parser.set_defaults(handler=compare)

@@ -1,0 +1,124 @@
+"""The `detrt build`, `run`, `bench` and `demo` subcommands: arguments and handlers."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="an engine (.engine: TensorRT), an ONNX (ONNX Runtime), a checkpoint (.pth) or a "
+                                      "zoo name (PyTorch)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu; engines always run on a GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime / PyTorch (0: default)")
+    parser.add_argument("--plugin-lib", help="libdetrt_trt_plugins for engines of plugin graphs (default: searched)")
+    parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the engine as a CUDA graph")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _open(args: argparse.Namespace):  # noqa: ANN202 (Model)
+    from .model import open_model
+
+    return open_model(args.model, device=args.device, threads=args.threads, plugin_lib=args.plugin_lib,
+                      cuda_graph=args.cuda_graph)
+
+
+def build(args: argparse.Namespace) -> dict:
+    """Build a TensorRT engine and its sidecar from a detrt ONNX."""
+    from .engine_build import BatchProfile, BuildOptions, build_engine
+
+    options = BuildOptions(batch=BatchProfile.parse(args.batch) if args.batch else None, workspace_mb=args.workspace,
+                           timing_cache=Path(args.timing_cache) if args.timing_cache else None, dla_core=args.dla,
+                           plugin_lib=args.plugin_lib)
+    sidecar = build_engine(args.onnx, args.output, options, progress=_progress)
+    keys = ("tensorrt_version", "gpu", "compute_capability", "precision", "input_shapes", "plugins", "build_seconds")
+    return {"engine": args.output, **{key: sidecar[key] for key in keys}}
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Detect in an image, a directory, a video or a camera."""
+    from .run import run_source
+    from .sources import open_source
+
+    source = open_source(args.source)  # first: a wrong source fails before the model loads
+    try:
+        model = _open(args)
+    except BaseException:
+        source.close()
+        raise
+    return run_source(model, source, conf=args.conf, batch=args.batch, save_dir=args.save, show=args.show,
+                      progress=_progress)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    """Latency percentiles, throughput and per-stage times; writes bench.json and latency.png."""
+    from .bench import benchmark, write_results
+
+    model = _open(args)
+    result = benchmark(model, batch=args.batch, iters=args.iters, warmup=args.warmup, progress=_progress)
+    files = write_results(result, args.out, f"{Path(args.model).name}: {model.backend.name}, batch {args.batch}")
+    if args.json:
+        return {**result, **files}
+    return {key: result[key] for key in ("backend", "device", "batch_size", "latency_ms", "throughput_images_per_s",
+                                         "stages_ms")} | files
+
+
+def demo(args: argparse.Namespace) -> dict:
+    """Export the shipped model, run it with the best backend here, check it against PyTorch."""
+    from .demo import run_demo
+
+    summary = run_demo(args.out, count=args.images, conf=args.conf, progress=_progress)
+    if args.json:
+        return summary
+    agreement = summary["agreement_with_pytorch"]
+    return {"backend": f"{summary['backend']} on {summary['device']}", "images": summary["images"],
+            "detections": summary["detections"],
+            "ms_per_image": f"{summary['ms_per_image']} (PyTorch {summary['pytorch_ms_per_image']})",
+            "agreement_with_pytorch": f"{'OK' if agreement['agree'] else 'DIFFERENT'}: {agreement['matched']} matched, "
+                                      f"{agreement['missed']} missed, {agreement['extra']} extra; max score diff "
+                                      f"{agreement['max_score_diff']:.2g}, max box diff "
+                                      f"{agreement['max_box_diff_px']:.2g} px",
+            "annotated": str(Path(args.out) / "images"), "summary": str(Path(args.out) / "summary.json"),
+            "seconds": summary["seconds"]}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add build, run, bench and demo to the `detrt` parser."""
+    parser = sub.add_parser("build", help="build a TensorRT engine (+ JSON sidecar) from a detrt ONNX")
+    parser.add_argument("onnx", help="an ONNX written by `detrt export` (or calibrated from one)")
+    parser.add_argument("-o", "--output", required=True, help="the engine file to write")
+    parser.add_argument("--plugin-lib", help="libdetrt_trt_plugins (default: $DETRT_TRT_PLUGIN_LIB, then detrt/plugins)")
+    parser.add_argument("--batch", help="N or min:opt:max for a dynamic-batch ONNX (default 1:1:1)")
+    parser.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB")
+    parser.add_argument("--timing-cache", metavar="FILE", help="read and update this timing cache")
+    parser.add_argument("--dla", type=int, metavar="N", help="build for DLA core N (GPU fallback on)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=build)
+
+    parser = sub.add_parser("run", help="detect in an image, a directory, a video or a camera")
+    _add_model_options(parser)
+    parser.add_argument("--source", required=True, help="an image, a directory of images, a video file or a camera index")
+    parser.add_argument("--save", metavar="DIR", help="write annotated images (or video) and detections.jsonl here")
+    parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
+    parser.add_argument("--conf", type=float, default=0.5, help="minimum score (default 0.5)")
+    parser.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")
+    parser.set_defaults(handler=run)
+
+    parser = sub.add_parser("bench", help="latency p50/p90/p99, throughput and per-stage times of a model")
+    _add_model_options(parser)
+    parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
+    parser.add_argument("--iters", type=int, default=100, help="timed runs (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    parser.add_argument("--out", default="detrt-bench", help="folder for bench.json and latency.png (default detrt-bench)")
+    parser.set_defaults(handler=bench)
+
+    parser = sub.add_parser("demo", help="export the shipped model, run it with the best backend, check it against PyTorch")
+    parser.add_argument("--out", default="detrt-demo", help="output folder (default detrt-demo)")
+    parser.add_argument("--images", type=int, default=8, help="generated images to run on (default 8)")
+    parser.add_argument("--conf", type=float, default=0.5, help="minimum score drawn and compared (default 0.5)")
+    parser.add_argument("--json", action="store_true", help="print the whole summary as JSON")
+    parser.set_defaults(handler=demo)

@@ -1,0 +1,63 @@
+"""The JSON sidecar beside every engine `detrt build` writes: what built it, for what, from what.
+
+An engine runs only with the TensorRT version and GPU it was built for; the sidecar records them
+(and the ONNX metadata that drives pre- and post-processing), and loading checks them first, so a
+mismatch is a clear message instead of a crash deep inside TensorRT.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .errors import EngineMismatchError
+
+FORMAT = 1
+CHECKED = {"tensorrt_version": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability"}
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """`model.engine` -> `model.engine.json`."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def write_sidecar(engine: str | Path, sidecar: dict) -> Path:
+    """Write the sidecar of `engine` atomically."""
+    return write_json_atomic(sidecar_path(engine), {"format": FORMAT, **sidecar})
+
+
+def _rebuild_hint(engine: Path, sidecar: dict | None) -> str:
+    source = (sidecar or {}).get("onnx", {}).get("path") or "MODEL.onnx"
+    return f"rebuild it here with `detrt build {source} -o {engine}`"
+
+
+def read_sidecar(engine: str | Path) -> dict:
+    """The sidecar of `engine`; an error with the fix when it is missing or unreadable."""
+    engine, path = Path(engine), sidecar_path(engine)
+    if not path.is_file():
+        raise EngineMismatchError(f"{engine} has no sidecar {path.name}, so detrt cannot check which TensorRT and GPU "
+                                  f"built it nor how to feed it; {_rebuild_hint(engine, None)}")
+    try:
+        sidecar = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise EngineMismatchError(f"the sidecar {path} is unreadable ({error}); {_rebuild_hint(engine, None)}") from None
+    missing = [key for key in (*CHECKED, "metadata_props") if key not in sidecar]
+    if missing or sidecar.get("format") != FORMAT:
+        raise EngineMismatchError(f"the sidecar {path} is not one this detrt writes (format {sidecar.get('format')}, "
+                                  f"missing {missing}); {_rebuild_hint(engine, sidecar)}")
+    return sidecar
+
+
+def mismatches(sidecar: dict, environment: dict) -> list[str]:
+    """What differs between the build environment in `sidecar` and the current `environment`."""
+    return [f"{label} {sidecar[key]!r} (built) vs {environment[key]!r} (here)"
+            for key, label in CHECKED.items() if str(sidecar[key]) != str(environment[key])]
+
+
+def check_sidecar(sidecar: dict, environment: dict, engine: str | Path) -> None:
+    """Refuse an engine built for another TensorRT version or GPU, naming each difference and the fix."""
+    found = mismatches(sidecar, environment)
+    if found:
+        raise EngineMismatchError(f"{engine} was built for another TensorRT or GPU: {'; '.join(found)}. Engines run only "
+                                  f"where they were built; {_rebuild_hint(Path(engine), sidecar)}")

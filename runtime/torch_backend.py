@@ -1,0 +1,50 @@
+"""PyTorch backend: the reference, run through the same contract as the exported graph."""
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import torch
+
+from detrt.detectors import Detector
+from detrt.export import ModelMetadata, weights_fingerprint
+from detrt.export.export_module import OUTPUT_NAMES, ExportModule
+
+from .backend import BatchRange
+from .errors import BackendUnavailableError
+
+
+def detector_metadata(detector: Detector, size: tuple[int, int]) -> ModelMetadata:
+    """What an export of `detector` at `size` would record, for a model that is not exported."""
+    dtype = next(detector.model.parameters()).dtype
+    return ModelMetadata(
+        detrt_version=importlib.metadata.version("detrt"), arch=detector.config.arch,
+        class_names=tuple(detector.class_names), input_size=size, mean=tuple(detector.preprocess.mean),
+        std=tuple(detector.preprocess.std), normalize_in_graph=True, batch=None, msda="pytorch", plugin_name="",
+        plugin_version="", outputs=OUTPUT_NAMES, precision={torch.float16: "fp16"}.get(dtype, "fp32"),
+        weights_sha256=weights_fingerprint(detector.model), opset=0)
+
+
+class TorchBackend:
+    """A `Detector` wrapped in `ExportModule`: images in, (scores, labels, boxes) out, eager PyTorch."""
+
+    name = "pytorch"
+
+    def __init__(self, detector: Detector, device: str = "cpu", size: tuple[int, int] | None = None) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError("PyTorch sees no CUDA device here; use --device cpu")
+        size = size or detector.preprocess.fixed_size
+        if size is None:
+            raise ValueError("this detector resizes by its shortest edge, so it has no single input size; "
+                             "pass size=(H, W)")
+        self.device = device
+        self.metadata = detector_metadata(detector, (int(size[0]), int(size[1])))
+        self.module = ExportModule(detector, self.metadata.input_size, normalize_in_graph=True, raw=False)
+        self.module.eval().to(device)
+        self.batch = BatchRange()
+
+    @torch.inference_mode()
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on an (N, 3, H, W) float32 batch of 0..255 images."""
+        outputs = self.module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device))
+        return {name: tensor.cpu().numpy() for name, tensor in zip(OUTPUT_NAMES, outputs)}
