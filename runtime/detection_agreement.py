@@ -6,7 +6,7 @@ against all detections of the other side, so a score of 0.51 against 0.49 is a p
 Precision: the share of the candidate's confident detections that pair with a reference detection;
 recall: the share of the reference's confident detections that pair with a candidate detection.
 
-(`runtime/agreement.py` answers a looser question for `detrt demo`: IoU 0.5 and counts, fixed.)
+(`runtime/agreement.py` answers a looser question for `detrt demo` with the same pairing: IoU 0.5 and counts.)
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ PAIR_IOU = 0.9
 CONFIDENT = 0.5
 
 
-def _pairs(confident: Detections, pool: Detections, iou_threshold: float) -> list[tuple[int, int]]:
+def pair_detections(confident: Detections, pool: Detections, iou_threshold: float) -> list[tuple[int, int]]:
     """One-to-one (confident index, pool index) pairs with the same label and IoU >= threshold."""
     if len(confident) == 0 or len(pool) == 0:
         return []
@@ -60,8 +60,8 @@ def image_agreement(reference: Detections, candidate: Detections, iou: float = P
                     conf: float = CONFIDENT) -> ImageAgreement:
     """Pairs and score deltas of one image."""
     ref_confident, cand_confident = reference.above(conf), candidate.above(conf)
-    recalled = _pairs(ref_confident, candidate, iou)
-    precise = _pairs(cand_confident, reference, iou)
+    recalled = pair_detections(ref_confident, candidate, iou)
+    precise = pair_detections(cand_confident, reference, iou)
     deltas = [float(candidate.scores[j] - ref_confident.scores[i]) for i, j in recalled]
     return ImageAgreement(len(ref_confident), len(cand_confident), len(recalled), len(precise), deltas)
 
