@@ -1,7 +1,6 @@
 """`export_onnx`: a `Detector` to one ONNX file, with its MSDA as a plugin node or as plain ops."""
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import warnings
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from detrt.detectors.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
 from .export_module import OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule
-from .metadata import ModelMetadata, weights_fingerprint, write_metadata
+from .metadata import ModelMetadata, describe_detector, write_metadata
 from .onnx_schemas import register_plugin_schemas
 from .deform_conv_nodes import register_deform_conv_symbolic
 from .msda_nodes import DETRT_FUSED_PLUGIN, MSDA_MODES, PLUGIN_NODES, check_msda_supported, register_msda_symbolic
@@ -93,12 +92,9 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
 def _metadata(detector: Detector, options: ExportOptions, mode: str, size: tuple[int, int],
               outputs: tuple[str, ...]) -> ModelMetadata:
     node = DETRT_FUSED_PLUGIN if options.fused else PLUGIN_NODES.get(mode)
-    return ModelMetadata(
-        detrt_version=importlib.metadata.version("detrt"), arch=detector.config.arch,
-        class_names=tuple(detector.class_names), input_size=size, mean=tuple(detector.preprocess.mean),
-        std=tuple(detector.preprocess.std), normalize_in_graph=options.normalize_in_graph, batch=options.batch,
-        msda=mode, plugin_name=node.name if node else "", plugin_version=node.version if node else "",
-        outputs=outputs, precision="fp32", weights_sha256=weights_fingerprint(detector.model), opset=options.opset)
+    return describe_detector(detector, size, normalize_in_graph=options.normalize_in_graph, batch=options.batch,
+                             msda=mode, plugin_name=node.name if node else "",
+                             plugin_version=node.version if node else "", outputs=outputs, opset=options.opset)
 
 
 def _trace_to_onnx(module: ExportModule, sample: torch.Tensor, options: ExportOptions,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 from torch import nn
+
+from detrt.detectors import Detector
 
 PREFIX = "detrt."
 
@@ -57,6 +60,19 @@ class ModelMetadata:
         for name in ("class_names", "input_size", "mean", "std", "outputs"):
             values[name] = tuple(values[name])
         return cls(**values)
+
+
+def describe_detector(detector: Detector, input_size: tuple[int, int], *, normalize_in_graph: bool,
+                      batch: int | None, msda: str, plugin_name: str = "", plugin_version: str = "",
+                      outputs: tuple[str, ...], precision: str = "fp32", opset: int = 0) -> ModelMetadata:
+    """The metadata of `detector` served at `input_size`: what the detector knows (architecture,
+    classes, mean/std, weights fingerprint) plus how it is served (the keyword arguments)."""
+    return ModelMetadata(
+        detrt_version=importlib.metadata.version("detrt"), arch=detector.config.arch,
+        class_names=tuple(detector.class_names), input_size=input_size, mean=tuple(detector.preprocess.mean),
+        std=tuple(detector.preprocess.std), normalize_in_graph=normalize_in_graph, batch=batch, msda=msda,
+        plugin_name=plugin_name, plugin_version=plugin_version, outputs=outputs, precision=precision,
+        weights_sha256=weights_fingerprint(detector.model), opset=opset)
 
 
 def read_metadata(model: onnx.ModelProto | str | Path) -> ModelMetadata:

@@ -1,13 +1,12 @@
 """PyTorch backend: the reference, run through the same contract as the exported graph."""
 from __future__ import annotations
 
-import importlib.metadata
-
 import numpy as np
 import torch
 
 from detrt.detectors import Detector
-from detrt.export import ModelMetadata, weights_fingerprint
+from detrt.export import ModelMetadata
+from detrt.export.metadata import describe_detector
 from detrt.export.export_module import OUTPUT_NAMES, ExportModule
 
 from .backend import BatchRange
@@ -17,12 +16,8 @@ from .errors import BackendUnavailableError
 def detector_metadata(detector: Detector, size: tuple[int, int]) -> ModelMetadata:
     """What an export of `detector` at `size` would record, for a model that is not exported."""
     dtype = next(detector.model.parameters()).dtype
-    return ModelMetadata(
-        detrt_version=importlib.metadata.version("detrt"), arch=detector.config.arch,
-        class_names=tuple(detector.class_names), input_size=size, mean=tuple(detector.preprocess.mean),
-        std=tuple(detector.preprocess.std), normalize_in_graph=True, batch=None, msda="pytorch", plugin_name="",
-        plugin_version="", outputs=OUTPUT_NAMES, precision={torch.float16: "fp16"}.get(dtype, "fp32"),
-        weights_sha256=weights_fingerprint(detector.model), opset=0)
+    return describe_detector(detector, size, normalize_in_graph=True, batch=None, msda="pytorch",
+                             outputs=OUTPUT_NAMES, precision={torch.float16: "fp16"}.get(dtype, "fp32"))
 
 
 class TorchBackend:
