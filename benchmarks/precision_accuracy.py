@@ -30,7 +30,7 @@ from detrt.calibrate.fp16 import KeepList, convert_fp16  # noqa: E402
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model  # noqa: E402
 from detrt.detectors.zoo import load_zoo  # noqa: E402
 from detrt.export import ExportOptions, export_onnx  # noqa: E402
-from detrt.runtime.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
+from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 from detrt.runtime.compare import compare  # noqa: E402
 from detrt.runtime.compare_report import write_report  # noqa: E402
 from detrt.runtime.onnx_accuracy import onnx_ap  # noqa: E402

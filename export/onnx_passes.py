@@ -1,12 +1,12 @@
 """Graph passes after tracing: plugin attributes, shapes, simplification, checks, atomic save."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import numpy_helper
+
+from detrt.detectors.atomic import write_bytes_atomic
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, PLUGIN_NODES
@@ -83,15 +83,5 @@ def missing_shapes(model: onnx.ModelProto) -> list[str]:
 
 
 def save_atomic(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write `model` to `path` through a temporary file in the same folder: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(model.SerializeToString())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `model` to `path` atomically: never a half-written file, never a good one replaced by one."""
+    return write_bytes_atomic(path, model.SerializeToString())

@@ -9,7 +9,7 @@ import numpy as np
 
 from detrt.calibrate.calibration_images import read_rgb
 
-from .atomic import write_bytes_atomic, write_json_atomic
+from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
 from .compare import CandidateResult, Comparison
 from .compare_policy import MIN_AP_IMAGES
 from .drawing import draw_detections, save_image

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .agreement import compare_detections
-from .atomic import write_json_atomic
+from detrt.detectors.atomic import write_json_atomic
 from .errors import DetrtRuntimeError
 from .model import Model, open_model
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from detrt.export import read_metadata
 
-from .atomic import write_bytes_atomic
+from detrt.detectors.atomic import write_bytes_atomic
 from .backend import INPUT_NAME
 from .cuda_device import open_device
 from .errors import EngineBuildError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from detrt.detectors.atomic import write_json_atomic
 from .errors import EngineMismatchError
 
 FORMAT = 1
