@@ -1,7 +1,7 @@
 """FP16: a strongly typed graph whose tensors are float16, except the nodes a keep list holds in float32.
 
-The conversion is ONNX Runtime's maintained float16 converter (`onnxruntime.transformers.float16`, the
-successor of onnxconverter-common's), already installed with onnxruntime. Graph inputs and outputs stay
+The conversion is ONNX Runtime's float16 converter (`onnxruntime.transformers.float16`, derived from
+onnxconverter-common's and maintained in onnxruntime), installed with onnxruntime. Graph inputs and outputs stay
 float32 (casts inside), so the runtime contract is the same at every precision.
 
 Default keep list, decided from measurements on the shipped model (docs/precision.md): every plugin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
@@ -16,9 +17,10 @@ class ModelRunner(BaseRunner):
     """Feeds ``images`` (N, 3, H, W) float32 to `model.infer` (split or padded to what the backend takes);
     outputs ``scores``, ``labels``, ``boxes``."""
 
-    def __init__(self, model: Model, name: str) -> None:
+    def __init__(self, model: Model, name: str, progress: Callable[[], None] = lambda: None) -> None:
         super().__init__(name=name, prefix="detrt-runner")
         self.model = model
+        self.progress = progress  # called after each inference
         height, width = model.metadata.input_size
         self.input_metadata = TensorMetadata().add("images", np.float32, ("N", 3, height, width))
 
@@ -33,6 +35,7 @@ class ModelRunner(BaseRunner):
         start = time.perf_counter()
         outputs = self.model.infer(Prepared(images, [(0, 0)] * len(images)))
         self.inference_time = time.perf_counter() - start
+        self.progress()
         return OrderedDict(outputs)
 
     def deactivate_impl(self) -> None:

@@ -83,8 +83,8 @@ class Comparison:
                 "passed": self.passed, "candidates": {c.name: c.to_dict() for c in self.candidates}}
 
 
-def _feeds(model: Model, images: list[Path], batch: int, desc: str) -> Iterator[dict[str, np.ndarray]]:
-    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
+def _feeds(model: Model, images: list[Path], batch: int) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, len(images), batch):
         chunk = [read_rgb(path) for path in images[start:start + batch]]
         yield {"images": model.prepare(chunk).images}
 
@@ -182,12 +182,11 @@ def compare(reference: str | Path | Detector, candidates: list[str | Path], imag
     models = [open_model(str(c)) for c in candidates]
     for name, model in zip(names, models):
         _check_candidate(reference_model, model, name)
-    runners = [ModelRunner(reference_model, "pytorch")] + [ModelRunner(m, n) for m, n in zip(models, names)]
     results = RunResults()
-    for runner, model in zip(runners, [reference_model, *models]):
-        with G_LOGGER.verbosity(G_LOGGER.ERROR):
-            run = Comparator.run([runner], data_loader=_feeds(model, paths, batch, runner.name))
-        results[runner.name] = run[runner.name]
+    for name, model in [("pytorch", reference_model), *zip(names, models)]:
+        with tqdm(total=-(-len(paths) // batch), desc=name, unit="batch") as bar, G_LOGGER.verbosity(G_LOGGER.ERROR):
+            runner = ModelRunner(model, name, progress=lambda: bar.update(1))
+            results[name] = Comparator.run([runner], data_loader=_feeds(model, paths, batch))[name]
     sizes = _original_sizes(paths)
     reference_detections = _detections(reference_model, results["pytorch"], sizes)
     detections = {"pytorch": reference_detections}

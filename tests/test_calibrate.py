@@ -221,7 +221,9 @@ def test_calibration_cache_is_reused_and_checked(int8, tmp_path):
     again, _ = calibrate_model(shipped_onnx(), tmp_path / "again.onnx", images_of(shapes_dataset())[:4], settings)
     assert again.cache_reused and again.images == 8
     first, second = onnx.load(str(report.path)), onnx.load(str(again.path))
-    scales = lambda m: [numpy_helper.to_array(t).tolist() for t in m.graph.initializer if t.name.endswith("_scale")]  # noqa: E731
+    def scales(model: onnx.ModelProto) -> list:
+        return [numpy_helper.to_array(t).tolist() for t in model.graph.initializer if t.name.endswith("_scale")]
+
     assert scales(first) == scales(second)
     with pytest.raises(CalibrationCacheError, match="another model or setting \\(different: method\\); delete it"):
         calibrate_model(shipped_onnx(), tmp_path / "other.onnx", images_of(shapes_dataset()),
