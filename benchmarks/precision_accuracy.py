@@ -1,11 +1,11 @@
 """Accuracy of the shipped model at every precision, on the held-out shapes images, in ONNX Runtime (CPU).
 
 Exports `shapes-deformable-detr` (plugin and portable MSDA, dynamic batch), converts the plugin graph to
-FP16 (default keep list, and plugins-only for comparison), calibrates INT8 on separate calibration
-images (entropy, percentile, minmax; and entropy with the sensitivity search at a tight budget), then
-runs `detrt compare` (PyTorch reference, every candidate, COCO AP) over the validation set and writes
-the table between the result markers of docs/precision.md, a bar chart docs/precision_ap.png and the
-INT8 worst-disagreement picture docs/precision_int8_worst.jpg.
+FP16 (default keep list; also plugin nodes kept in FP32; sampling and boxes kept), calibrates INT8 on
+separate calibration images (entropy, percentile, minmax; and entropy with the sensitivity search at a
+tight budget), then runs `detrt compare` (PyTorch reference, every candidate, COCO AP) over the
+validation set and writes the table between the result markers of docs/precision.md, a bar chart
+docs/precision_ap.png and the INT8 worst-disagreement picture docs/precision_int8_worst.jpg.
 
     detrt dataset shapes --out /work/data/shapes-val --num 500 --seed 1000
     detrt dataset shapes --out /work/data/shapes-calib --num 200 --seed 2000
@@ -58,6 +58,10 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
           lambda: export_onnx(detector, portable, ExportOptions(msda="portable", batch=None)) and None)
     timed("fp16", "detrt convert model.onnx --precision fp16 -o model.fp16.onnx",
           lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16.onnx").kept_fp32})
+    timed("fp16, plugin nodes kept fp32", "detrt convert model.onnx --precision fp16 --keep-fp32 plugins "
+          "-o model.fp16-plugins32.onnx",
+          lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16-plugins32.onnx",
+                                             KeepList.parse(["plugins"])).kept_fp32})
     timed("fp16 + sampling, boxes kept", "detrt convert model.onnx --precision fp16 --keep-fp32 sampling "
           "--keep-fp32 boxes -o model.fp16-keep.onnx",
           lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16-keep.onnx",
@@ -83,6 +87,7 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
     timed("int8 entropy + sensitivity", f"detrt calibrate model.onnx --coco {calib.name} --num {calib_num} "
           f"--sensitivity --max-ap-drop {budget} --cache model.int8-entropy.calib.json -o {output.name}", sensitivity)
     paths = {"fp32 plugin": plugin, "fp32 portable": portable, "fp16": work / "model.fp16.onnx",
+             "fp16, plugin nodes kept fp32": work / "model.fp16-plugins32.onnx",
              "fp16 + sampling, boxes kept": work / "model.fp16-keep.onnx",
              **{f"int8 {m}": work / f"model.int8-{m}.onnx" for m in ("entropy", "percentile", "minmax")},
              "int8 entropy + sensitivity": output}
@@ -98,19 +103,21 @@ def keep_study(work: Path, val: Path, count: int = 32) -> str:
     from detrt.calibrate import fp16
     from detrt.calibrate.calibration_images import prepare, read_rgb
     from detrt.calibrate.model_files import load_fp32
-    from detrt.runtime.ort_plugins import create_session
+    from detrt.export.ort_plugins import create_session
 
     path = work / "model.raw.onnx"
     export_onnx(load_zoo(ZOO), path, ExportOptions(msda="plugin", batch=None, raw=True))
     model, metadata = load_fp32(path)
     images = prepare([read_rgb(p) for p in list_images(coco=val, num=count)], metadata)
     reference = create_session(model).run(["pred_logits", "pred_boxes"], {"images": images})
-    variants = {"plugins only": fp16.KeepList(),
-                "+ LayerNormalization": fp16.KeepList(fp16.FP16_NORM_OPS),
-                "+ Softmax": fp16.KeepList(("Softmax",)),
-                "+ sampling locations": fp16.KeepList((), fp16.FP16_SAMPLING_NODES),
-                "+ box arithmetic": fp16.KeepList(fp16.FP16_BOX_OPS, fp16.FP16_BOX_NODES),
-                "LayerNormalization + sampling + boxes": fp16.KeepList.parse(["sampling", "boxes"])}
+    variants = {"nothing (plugin nodes in fp16 too)": fp16.KeepList(),
+                "plugin nodes": fp16.PRESETS["plugins"],
+                "LayerNormalization": fp16.KeepList(fp16.FP16_NORM_OPS),
+                "Softmax": fp16.KeepList(("Softmax",)),
+                "sampling locations": fp16.PRESETS["sampling"],
+                "box arithmetic": fp16.PRESETS["boxes"],
+                "LayerNormalization + sampling + boxes": fp16.KeepList.parse(["sampling", "boxes"]),
+                "plugin nodes + LayerNormalization": fp16.KeepList.parse(["plugins"])}
     rows = ["| FP16 keep list | nodes kept | max prob. diff | mean prob. diff | max box diff (px) | "
             "mean box diff (px) |",
             "|---|---:|---:|---:|---:|---:|"]

@@ -38,7 +38,7 @@ from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 from detrt.export.export_module import ExportModule
 from detrt.runtime.bench import environment
-from detrt.runtime.ort_plugins import create_session
+from detrt.export.ort_plugins import create_session
 
 ZOO = "shapes-deformable-detr"
 

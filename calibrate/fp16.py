@@ -4,12 +4,13 @@ The conversion is ONNX Runtime's float16 converter (`onnxruntime.transformers.fl
 onnxconverter-common's and maintained in onnxruntime), installed with onnxruntime. Graph inputs and outputs stay
 float32 (casts inside), so the runtime contract is the same at every precision.
 
-Default keep list, decided from measurements on the shipped model (docs/precision.md): every plugin
-node (our ONNX Runtime op is float32; the TensorRT plugin also runs fp16, see the docs) and
+Default keep list, decided from measurements on the shipped model (docs/precision.md):
 LayerNormalization (TensorRT warns that fp16 LayerNorm after attention can overflow; measured: no
-loss, slightly lower worst-case error). Two presets can be added by name: ``sampling`` (the MSDA
-sampling-location arithmetic) and ``boxes`` (box refinement and decoding); measured on the shipped
-model they did not reduce the FP16 error, so they are not defaults.
+loss, slightly lower worst-case error). Plugin nodes become float16 like their neighbours (our
+TensorRT plugin has an fp16 kernel with float32 accumulation; ONNX Runtime runs them in float32 between
+casts, which is the same arithmetic). Presets can be added by name: ``plugins`` (plugin nodes in
+float32), ``sampling`` (the MSDA sampling-location arithmetic) and ``boxes`` (box refinement and
+decoding); measured on the shipped model they did not reduce the FP16 error, so they are not defaults.
 """
 from __future__ import annotations
 
@@ -47,14 +48,16 @@ class KeepList:
 
     op_types: tuple[str, ...] = ()
     node_patterns: tuple[str, ...] = ()
+    plugins: bool = False  # the plugin nodes (MSDA, DCN)
 
     @classmethod
     def default(cls) -> "KeepList":
-        """The measured default for DETR-family graphs (plugin nodes are always kept besides)."""
+        """The measured default for DETR-family graphs."""
         return cls(FP16_NORM_OPS)
 
     def __add__(self, other: "KeepList") -> "KeepList":
-        return KeepList(self.op_types + other.op_types, self.node_patterns + other.node_patterns)
+        return KeepList(self.op_types + other.op_types, self.node_patterns + other.node_patterns,
+                        self.plugins or other.plugins)
 
     @classmethod
     def parse(cls, entries: list[str], defaults: bool = True) -> "KeepList":
@@ -71,15 +74,15 @@ class KeepList:
         return keep
 
     def nodes(self, model: onnx.ModelProto) -> list[onnx.NodeProto]:
-        """The nodes of `model` this list keeps in float32 (plugin nodes always)."""
-        plugins = {node.name for node in plugin_nodes(model)}
+        """The nodes of `model` this list keeps in float32."""
+        plugins = {node.name for node in plugin_nodes(model)} if self.plugins else set()
         return [node for node in model.graph.node
                 if node.name in plugins or node.op_type in self.op_types
                 or any(fnmatch.fnmatchcase(node.name, pattern) for pattern in self.node_patterns)]
 
 
 PRESETS = {"sampling": KeepList((), FP16_SAMPLING_NODES), "boxes": KeepList(FP16_BOX_OPS, FP16_BOX_NODES),
-           "layernorm": KeepList(FP16_NORM_OPS)}
+           "layernorm": KeepList(FP16_NORM_OPS), "plugins": KeepList(plugins=True)}
 
 
 @dataclass

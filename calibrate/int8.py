@@ -18,7 +18,6 @@ import fnmatch
 import io
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,8 +26,10 @@ from pathlib import Path
 import onnx
 from tqdm import tqdm
 
+from detrt.detectors.atomic import write_bytes_atomic
 from detrt.export import ModelMetadata
 from detrt.export.onnx_passes import plugin_nodes
+from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
 from .model_files import finish
@@ -79,8 +80,6 @@ class _OneBatch:
 
 def collect_ranges(model: onnx.ModelProto, batches: ImageBatches, method: str = "entropy"):  # noqa: ANN201
     """Activation ranges (ONNX Runtime `TensorsData`) of the Conv/MatMul/Gemm inputs and outputs of `model`."""
-    from detrt.runtime.ort_plugins import create_session
-
     with tempfile.TemporaryDirectory(prefix="detrt-calib-") as folder:
         source = Path(folder) / "model.onnx"
         onnx.save(model, str(source))
@@ -104,18 +103,8 @@ def save_cache(path: str | Path, ranges, key: dict, images: int) -> Path:  # noq
     """Write the ranges as ONNX Runtime's JSON calibration cache, with our `detrt` entry, atomically."""
     from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
 
-    path = Path(path)
     payload = {**ranges.to_dict(), "smooth_quant": False, "detrt": {**key, "images": images}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, cls=CalibrationCacheEncoder)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, json.dumps(payload, cls=CalibrationCacheEncoder).encode())
 
 
 def load_cache(path: str | Path, key: dict) -> tuple[object, int]:

@@ -17,6 +17,8 @@ import torch
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from detrt.export.ort_plugins import create_session
+
 from .int8 import quantizable_nodes, quantize
 
 CONFIDENT = 0.3  # reference detections whose boxes the error follows
@@ -45,8 +47,6 @@ def detection_error(reference: list[np.ndarray], candidate: list[np.ndarray]) ->
 
 def run(model: onnx.ModelProto, images: np.ndarray, batch: int | None) -> list[np.ndarray]:
     """The graph's outputs on `images` (in calls of the graph's fixed batch, or all at once)."""
-    from detrt.runtime.ort_plugins import create_session
-
     session = create_session(model)
     step = batch or len(images)
     parts = [session.run(None, {"images": images[i:i + step]}) for i in range(0, len(images) - step + 1, step)]

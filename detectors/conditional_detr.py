@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .backbone import Joiner
 from .detr_transformer import TransformerEncoder, TransformerEncoderLayer
 from .inputs import default_mask
-from .layers import MLP, clones, inverse_sigmoid
+from .layers import MLP, inverse_sigmoid
 from .position_encoding import interleave_sin_cos, sine_frequencies
 
 

@@ -5,16 +5,15 @@ Shapes range from about 8 px to half the image, overlap a little, and may be cut
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from .atomic import write_json_atomic
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 IMAGE_SIZES = ((192, 256), (256, 256), (256, 192), (224, 320), (320, 224), (240, 240))  # (height, width)
@@ -145,9 +144,4 @@ def write_dataset(out: str | Path, num: int, seed: int, progress: bool = True) -
     coco = {"info": {"description": f"detrt shapes, seed {seed}", "seed": seed}, "images": images,
             "annotations": annotations,
             "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]}
-    target = out / "annotations.json"
-    with tempfile.NamedTemporaryFile("w", dir=out, suffix=".tmp", delete=False) as handle:
-        json.dump(coco, handle)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, target)
-    return target
+    return write_json_atomic(out / "annotations.json", coco)

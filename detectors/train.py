@@ -6,9 +6,8 @@ Checkpoints are written in the official Deformable DETR format (`model`, `optimi
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from tqdm import tqdm
 
+from .atomic import write_bytes_atomic
 from .build import build_model
 from .checkpoint import load_file
 from .coco import CocoDataset, DatasetError
@@ -92,19 +92,19 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                               class_names=list(class_names))
     content = {"model": frozen_state_dict(model), "optimizer": optimizer.state_dict(),
                "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "args": args}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(content, handle)
-    os.replace(handle.name, path)
+    _save_atomic(content, path)
+
+
+def _save_atomic(content: dict, path: Path) -> Path:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def release_weights(checkpoint: Path, out: Path) -> Path:
     """Write the model and args of a training checkpoint to `out` (no optimizer state), atomically."""
     state = load_file(checkpoint)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tmp", delete=False) as handle:
-        torch.save({"model": state["model"], "args": state["args"], "epoch": state["epoch"]}, handle)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, out)
-    return out
+    return _save_atomic({"model": state["model"], "args": state["args"], "epoch": state["epoch"]}, out)
 
 
 def train(config: DetectorConfig, preprocess: PreprocessSpec, annotations: Path, out: Path,

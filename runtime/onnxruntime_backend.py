@@ -10,7 +10,7 @@ from detrt.export import read_metadata
 
 from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange
 from .errors import BackendUnavailableError
-from .ort_plugins import create_session
+from detrt.export.ort_plugins import create_session
 
 
 def providers_for(device: str) -> list[str | tuple[str, dict]]:

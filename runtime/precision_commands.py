@@ -69,11 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=["fp16"], required=True, help="target precision (INT8: detrt calibrate)")
     parser.add_argument("-o", "--output", required=True, help="the ONNX file to write")
     parser.add_argument("--keep-fp32", action="append", metavar="ENTRY",
-                        help="also keep in FP32: a preset (sampling: MSDA sampling locations; boxes: box "
-                             "refinement and decoding), an op type (Softmax) or a node-name pattern "
+                        help="also keep in FP32: a preset (plugins: the MSDA/DCN plugin nodes; sampling: MSDA "
+                             "sampling locations; boxes: box refinement and decoding), an op type (Softmax) or a "
+                             "node-name pattern "
                              "('/model/*/Log*'); repeatable")
     parser.add_argument("--no-default-keep", action="store_true",
-                        help="drop the default keep list (LayerNormalization); plugin nodes always stay FP32")
+                        help="drop the default keep list (LayerNormalization)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=convert)
 

@@ -27,7 +27,7 @@ from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.export import DETRT_PLUGIN, read_metadata
 from detrt.runtime.cli import main
 from detrt.runtime.model import Model, open_model
-from detrt.runtime.ort_plugins import create_session
+from detrt.export.ort_plugins import create_session
 from detrt.runtime.torch_backend import TorchBackend
 from precision_helpers import shapes_dataset, shipped, shipped_onnx
 
@@ -131,8 +131,9 @@ def test_fp16_graph_types_and_metadata(fp16_path):
     kept = {n.name for n in KeepList.default().nodes(source)}
     for name in kept & set(nodes):  # the keep list computes in float32
         assert all(types.get(o) in (float_, None) for o in nodes[name].output), name
-    plugins = [n for n in model.graph.node if n.op_type == DETRT_PLUGIN.name]
-    assert len(plugins) == 6 and all(types[n.input[0]] == float_ and types[n.output[0]] == float_ for n in plugins)
+    plugins = [n for n in model.graph.node if n.op_type == DETRT_PLUGIN.name]  # the plugin's fp16 kernel
+    assert len(plugins) == 6 and all([types[x] for x in n.input] + [types[n.output[0]]] == [half] + [
+        onnx.TensorProto.INT32] * 2 + [half] * 3 for n in plugins)
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name not in kept]
     assert len(matmuls) > 40 and all(types[n.output[0]] == half for n in matmuls)
     order = {o: i for i, n in enumerate(model.graph.node) for o in n.output}  # topologically sorted
@@ -152,7 +153,9 @@ def test_keep_list_entries_and_second_conversion(fp16_path, tmp_path):
     model = onnx.load(str(shipped_onnx()))
     names = {n.name for n in keep.nodes(model)}
     assert "/model/class_embed.2/MatMul" in names and len([n for n in names if "Softmax" in n]) == 9
-    assert sum(1 for n in names if "DetrtMultiscaleDeformableAttn" in n) == 6  # plugins always stay FP32
+    assert not any("DetrtMultiscaleDeformableAttn" in n for n in names)
+    plugins = KeepList.parse(["plugins"], defaults=False)
+    assert [n.op_type for n in plugins.nodes(model)] == [DETRT_PLUGIN.name] * 6
     presets = {n.name for n in KeepList.parse(["sampling", "boxes"]).nodes(model)}
     assert "/model/transformer/decoder/layers.1/cross_attn/sampling_offsets/MatMul" in presets
     assert "/model/transformer/decoder/Log_2" in presets and "/model/bbox_embed.2/layers.2/MatMul" in presets

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from detrt.detectors import Detector, PreprocessSpec
-from variants import VARIANTS, small_config, small_model
+from variants import small_config, small_model
 
 TOL = 1e-4  # fp32; attention over 8 vs 16 keys sums in a different order
 

@@ -5,6 +5,10 @@ the TensorRT plugin calls, through `detrt.plugins.msda`). It needs no ONNX Runti
 build, and it checks the very kernels that ship. onnxruntime-extensions runs Python ops only in the
 domain ``ai.onnx.contrib``, so sessions are made from a copy of the graph whose plugin nodes are
 moved to that domain; the file on disk keeps the domain TensorRT expects.
+
+Plugin nodes of FP16 graphs run the same C kernel between casts (float16 inputs widened to float32,
+the output rounded to float16 once): the arithmetic of the CUDA kernel's fp16 path, which reads
+float16, accumulates in float32 and rounds the output once.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ import numpy as np
 import onnx
 import torch
 
-from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
-from detrt.export.msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
-from detrt.export.onnx_passes import plugin_nodes
+from .deform_conv_nodes import DEFORM_CONV_PLUGIN
+from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
+from .onnx_passes import plugin_nodes
+from .onnx_schemas import register_plugin_schemas
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
+_LEVEL_INPUTS = (1, 2)  # spatial_shapes, level_start_index: int32 in every form
 
 
 def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray, locations: np.ndarray,
@@ -73,11 +79,46 @@ def _as_deform_conv(node: onnx.NodeProto) -> None:
         onnx.helper.make_attribute("offset_group", attrs.get("deformable_group", 1))])
 
 
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
+    return types | {t.name: t.data_type for t in graph.initializer}
+
+
+def _float16_plugin_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    types = _element_types(model)
+    if any(node.input[0] not in types for node in nodes):
+        register_plugin_schemas()
+        types = _element_types(onnx.shape_inference.infer_shapes(model))
+    return [node for node in nodes if types.get(node.input[0]) == onnx.TensorProto.FLOAT16]
+
+
+def _run_in_float32(graph: onnx.GraphProto, node: onnx.NodeProto) -> None:
+    """Cast `node`'s float16 inputs to float32 and its output back to float16 (int32 level inputs stay)."""
+    float16, float32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    index = list(graph.node).index(node)
+    casts = []
+    for position, name in enumerate(node.input):
+        if position not in _LEVEL_INPUTS:
+            node.input[position] = f"{name}/{node.name}/float32"
+            casts.append(onnx.helper.make_node("Cast", [name], [node.input[position]], to=float32,
+                                               name=f"{node.name}/input{position}/float32"))
+    output = node.output[0]
+    node.output[0] = f"{output}/float32"
+    graph.node.insert(index + 1, onnx.helper.make_node("Cast", [node.output[0]], [output], to=float16,
+                                                       name=f"{node.name}/output/float16"))
+    for cast in reversed(casts):
+        graph.node.insert(index, cast)
+
+
 def contrib_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` that ONNX Runtime can run: MSDA plugin nodes moved to the domain
-    onnxruntime-extensions runs, NVIDIA's DCNv2 plugin nodes turned into ONNX DeformConv."""
+    onnxruntime-extensions runs (float16 ones between casts), NVIDIA's DCNv2 plugin nodes turned into
+    ONNX DeformConv."""
     model = copy.deepcopy(model)
     nodes = [node for node in plugin_nodes(model) if node.op_type != DEFORM_CONV_PLUGIN.name]
+    for node in _float16_plugin_nodes(model, nodes):
+        _run_in_float32(model.graph, node)
     for node in plugin_nodes(model):
         if node.op_type == DEFORM_CONV_PLUGIN.name:
             _as_deform_conv(node)
