@@ -2,10 +2,11 @@
 
 Exports `shapes-deformable-detr` (plugin and portable MSDA, dynamic batch), converts the plugin graph to
 FP16 (default keep list; also plugin nodes kept in FP32; sampling and boxes kept), calibrates INT8 on
-separate calibration images (entropy, percentile, minmax; and entropy with the sensitivity search at a
-tight budget), then runs `detrt compare` (PyTorch reference, every candidate, COCO AP) over the
-validation set and writes the table between the result markers of docs/precision.md, a bar chart
-docs/precision_ap.png and the INT8 worst-disagreement picture docs/precision_int8_worst.jpg.
+separate calibration images (entropy, percentile, minmax; entropy with FP16 float layers; entropy with
+the sensitivity search at a tight budget), then runs `detrt compare` (PyTorch reference, every
+candidate, COCO AP) over the validation set and writes the table between the result markers of
+docs/precision.md, a bar chart docs/precision_ap.png and the INT8 worst-disagreement picture
+docs/precision_int8_worst.jpg.
 
     detrt dataset shapes --out /work/data/shapes-val --num 500 --seed 1000
     detrt dataset shapes --out /work/data/shapes-calib --num 200 --seed 2000
@@ -76,6 +77,15 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
     for method in ("entropy", "percentile", "minmax"):
         timed(f"int8 {method}", f"detrt calibrate model.onnx --coco {calib.name} --num {calib_num} --method {method} "
               f"-o model.int8-{method}.onnx", lambda method=method: int8(method))
+    mixed = work / "model.int8-fp16.onnx"
+
+    def int8_fp16() -> dict:
+        settings = CalibrationSettings(method="entropy", cache=work / "model.int8-entropy.calib.json",
+                                       float_layers="fp16")
+        return {"excluded": calibrate_model(plugin, mixed, images, settings)[0].excluded}
+
+    timed("int8 entropy, fp16 float layers", f"detrt calibrate model.onnx --coco {calib.name} --num {calib_num} "
+          f"--float-layers fp16 --cache model.int8-entropy.calib.json -o {mixed.name}", int8_fp16)
     output = work / "model.int8-sensitivity.onnx"
 
     def sensitivity() -> dict:
@@ -90,7 +100,7 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
              "fp16, plugin nodes kept fp32": work / "model.fp16-plugins32.onnx",
              "fp16 + sampling, boxes kept": work / "model.fp16-keep.onnx",
              **{f"int8 {m}": work / f"model.int8-{m}.onnx" for m in ("entropy", "percentile", "minmax")},
-             "int8 entropy + sensitivity": output}
+             "int8 entropy, fp16 float layers": mixed, "int8 entropy + sensitivity": output}
     for name, path in paths.items():
         made[name]["path"] = str(path)
     return made

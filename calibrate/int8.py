@@ -4,7 +4,8 @@ typed) and ONNX Runtime read them.
 The quantizer is ONNX Runtime's (`onnxruntime.quantization`, installed with onnxruntime): QDQ format,
 int8 activations and weights, symmetric (zero point 0), weights per output channel, no int32 bias
 quantisation (TensorRT fuses the float bias). Q/DQ pairs go on the inputs of Conv, MatMul and Gemm
-only, where TensorRT fuses them into INT8 kernels; everything else stays float32, plugin nodes included.
+only, where TensorRT fuses them into INT8 kernels; everything else stays float32, plugin nodes included,
+or, with `float_layers="fp16"`, becomes FP16 as `detrt convert` would make it (float16 scales, opset 19).
 
 Calibration uses ONNX Runtime's calibrators (entropy, percentile, minmax), fed by our own session so that
 plugin graphs calibrate too, one batch at a time (bounded memory, a progress bar). The activation
@@ -28,14 +29,17 @@ from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
 from detrt.export import ModelMetadata
-from detrt.export.onnx_passes import plugin_nodes
+from detrt.export.onnx_passes import plugin_nodes, sort_topologically
 from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
+from .fp16 import KeepList, to_fp16
 from .model_files import finish
 
 METHODS = ("entropy", "percentile", "minmax")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+FLOAT_LAYER_PRECISIONS = ("fp32", "fp16")
+FLOAT16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from this opset
 
 
 class CalibrationCacheError(ValueError):
@@ -170,11 +174,13 @@ class Int8Report:
     excluded: list[str] = field(default_factory=list)
     cache: Path | None = None
     cache_reused: bool = False
+    float_layers: str = "fp32"
 
     def to_dict(self) -> dict:
         """JSON-friendly summary."""
         return {"onnx": str(self.path), "precision": "int8", "method": self.method, "calibration_images": self.images,
                 "quantized_layers": len(self.quantized), "excluded_layers": self.excluded,
+                "float_layers": self.float_layers,
                 "cache": str(self.cache) if self.cache else None, "cache_reused": self.cache_reused}
 
 
@@ -193,7 +199,28 @@ def calibrated_ranges(model: onnx.ModelProto, metadata: ModelMetadata, batches: 
     return ranges, images.used, False
 
 
+def with_fp16_float_layers(quantized: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
+    """The Q/DQ graph with its float layers in FP16 (`keep`'s nodes stay float32): float16 Q/DQ scales,
+    which ONNX has from opset 19, so DequantizeLinear yields float16 and the layers between INT8 ones
+    run in FP16 in TensorRT's strongly typed network instead of float32."""
+    converted = to_fp16(quantized, keep)
+    for opset in converted.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, FLOAT16_QDQ_OPSET)
+    for node in converted.graph.node:  # the one op of these graphs whose contract changed (Split-18)
+        if node.op_type == "Split" and len(node.input) < 2 and not any(a.name == "num_outputs" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("num_outputs", len(node.output)))
+    return sort_topologically(converted)
+
+
 def write_int8(model: onnx.ModelProto, metadata: ModelMetadata, ranges, exclude: list[str],  # noqa: ANN001
-               output: str | Path) -> Path:
-    """Quantize and write the INT8 graph (metadata precision "int8")."""
-    return finish(quantize(model, ranges, exclude), metadata, "int8", output, simplify_graph=False)
+               output: str | Path, float_layers: str = "fp32") -> Path:
+    """Quantize and write the INT8 graph (metadata precision "int8"); `float_layers` "fp16" puts the
+    layers that stay out of INT8 in FP16 (default keep list) rather than float32."""
+    if float_layers not in FLOAT_LAYER_PRECISIONS:
+        raise ValueError(f"unknown precision {float_layers!r} for the float layers; choose one of "
+                         f"{FLOAT_LAYER_PRECISIONS}")
+    quantized = quantize(model, ranges, exclude)
+    if float_layers == "fp16":
+        quantized = with_fp16_float_layers(quantized, KeepList.default())
+    return finish(quantized, metadata, "int8", output, simplify_graph=False)

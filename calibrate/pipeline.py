@@ -29,6 +29,7 @@ class CalibrationSettings:
     max_ap_drop: float = 1.0  # AP points, with sensitivity
     sensitivity_images: int = 16
     sensitivity_layers: tuple[str, ...] = ("*",)  # the layers the ranking considers (names or patterns)
+    float_layers: str = "fp32"  # precision of the layers that stay out of INT8: fp32 or fp16
 
 
 def calibrate_model(source: str | Path, output: str | Path, images: list[Path], settings: CalibrationSettings,
@@ -64,7 +65,8 @@ def calibrate_model(source: str | Path, output: str | Path, images: list[Path], 
         excluded = excluded + budget.excluded
         analysis = {"ranking": [{"layer": r.layer, "op_type": r.op_type, "error": round(r.error, 6)} for r in ranking],
                     "budget": budget.to_dict()}
-    path = write_int8(model, metadata, ranges, excluded, output)
+    path = write_int8(model, metadata, ranges, excluded, output, settings.float_layers)
     quantized = [name for name in match_nodes(model, ["*"]) if name not in excluded]
-    report = Int8Report(path, settings.method, used, quantized, excluded, Path(cache) if cache else None, reused)
+    report = Int8Report(path, settings.method, used, quantized, excluded, Path(cache) if cache else None, reused,
+                        settings.float_layers)
     return report, analysis

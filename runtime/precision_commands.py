@@ -36,7 +36,8 @@ def calibrate(args: argparse.Namespace) -> dict:
     settings = CalibrationSettings(method=args.method, batch_size=args.batch, exclude=tuple(args.exclude or ()),
                                    cache=cache, recalibrate=args.recalibrate, sensitivity=args.sensitivity,
                                    max_ap_drop=args.max_ap_drop, sensitivity_images=args.sensitivity_images,
-                                   sensitivity_layers=tuple(args.sensitivity_layers or ("*",)))
+                                   sensitivity_layers=tuple(args.sensitivity_layers or ("*",)),
+                                   float_layers=args.float_layers)
     report, analysis = calibrate_model(args.onnx, args.output, images, settings, ap_of if args.sensitivity else None)
     result = report.to_dict()
     if analysis is not None:
@@ -91,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=8, help="images per calibration batch for dynamic-batch graphs")
     parser.add_argument("--cache", help="calibration cache (default OUTPUT with .calib.json): reused when it matches")
     parser.add_argument("--recalibrate", action="store_true", help="ignore and overwrite an existing cache")
+    parser.add_argument("--float-layers", choices=["fp32", "fp16"], default="fp32",
+                        help="precision of the layers not in INT8 (default fp32); fp16: float16 Q/DQ scales "
+                             "(opset 19) and the FP16 keep list, the faster TensorRT engine")
     parser.add_argument("--exclude", action="append", metavar="NODE",
                         help="keep this Conv/MatMul/Gemm (name or pattern) out of INT8; repeatable")
     parser.add_argument("--sensitivity", action="store_true",

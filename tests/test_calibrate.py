@@ -216,6 +216,32 @@ def test_int8_detections_follow_fp32(int8, batch):
     assert pairs_all_confident(reference, candidate)
 
 
+def test_int8_with_fp16_float_layers(int8, batch, tmp_path):
+    """`float_layers="fp16"`: the same INT8 layers (the cache is reused), float16 scales (opset 19), so
+    DequantizeLinear yields float16 and the float layers are FP16 except the keep list."""
+    _, settings = int8
+    report, _ = calibrate_model(shipped_onnx(), tmp_path / "mixed.onnx", images_of(shapes_dataset()),
+                                dataclasses.replace(settings, float_layers="fp16"))
+    assert report.cache_reused and report.to_dict()["float_layers"] == "fp16"
+    model = onnx.load(str(report.path))
+    assert read_metadata(model).precision == "int8"
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {19}
+    initializers = {t.name: t for t in model.graph.initializer}
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    half, float_ = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 230 and all(initializers[n.input[1]].data_type == half for n in qdq)
+    assert all(types[n.output[0]] == half for n in qdq if n.op_type == "DequantizeLinear")
+    layers = {n.op_type: types[n.output[0]] for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Softmax",
+                                                                                       "LayerNormalization")}
+    assert layers == {"Conv": half, "MatMul": half, "Softmax": half, "LayerNormalization": float_}
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [float_]
+    candidate = graph_outputs(report.path, batch)
+    reference = graph_outputs(shipped_onnx(), batch)
+    assert np.quantile(np.abs(reference["scores"] - candidate["scores"]), 0.99) < 0.1  # as INT8 alone
+    assert pairs_all_confident(reference, candidate)
+
+
 def test_calibration_cache_is_reused_and_checked(int8, tmp_path):
     report, settings = int8
     cache = json.loads(settings.cache.read_text())
@@ -251,9 +277,9 @@ def test_cli_convert_and_calibrate(tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "m.int8.onnx"
     assert main(["calibrate", str(shipped_onnx()), "--coco", str(coco), "--num", "4", "--method", "minmax",
-                 "--batch", "2", "-o", str(out), "--json"]) == 0
+                 "--batch", "2", "--float-layers", "fp16", "-o", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["calibration_images"] == 4
+    assert result["calibration_images"] == 4 and result["float_layers"] == "fp16"
     assert result["quantized_layers"] == len(quantizable_nodes(onnx.load(str(shipped_onnx()))))
     assert (tmp_path / "m.int8.calib.json").is_file() and open_model(str(out)).metadata.precision == "int8"
     empty = tmp_path / "empty"
