@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+from onnx import version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
@@ -203,14 +204,10 @@ def with_fp16_float_layers(quantized: onnx.ModelProto, keep: KeepList) -> onnx.M
     """The Q/DQ graph with its float layers in FP16 (`keep`'s nodes stay float32): float16 Q/DQ scales,
     which ONNX has from opset 19, so DequantizeLinear yields float16 and the layers between INT8 ones
     run in FP16 in TensorRT's strongly typed network instead of float32."""
-    converted = to_fp16(quantized, keep)
-    for opset in converted.opset_import:
-        if opset.domain in ("", "ai.onnx"):
-            opset.version = max(opset.version, FLOAT16_QDQ_OPSET)
-    for node in converted.graph.node:  # the one op of these graphs whose contract changed (Split-18)
-        if node.op_type == "Split" and len(node.input) < 2 and not any(a.name == "num_outputs" for a in node.attribute):
-            node.attribute.append(onnx.helper.make_attribute("num_outputs", len(node.output)))
-    return sort_topologically(converted)
+    opset = next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < FLOAT16_QDQ_OPSET:  # ONNX's converter rewrites what changed (Reduce* axes, Split sizes)
+        quantized = version_converter.convert_version(quantized, FLOAT16_QDQ_OPSET)
+    return sort_topologically(to_fp16(quantized, keep))
 
 
 def write_int8(model: onnx.ModelProto, metadata: ModelMetadata, ranges, exclude: list[str],  # noqa: ANN001
