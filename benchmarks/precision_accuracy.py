@@ -57,8 +57,14 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
           lambda: export_onnx(detector, plugin, ExportOptions(msda="plugin", batch=None)) and None)
     timed("fp32 portable", f"detrt export --zoo {ZOO} --msda portable --batch dynamic -o model.portable.onnx",
           lambda: export_onnx(detector, portable, ExportOptions(msda="portable", batch=None)) and None)
-    timed("fp16", "detrt convert model.onnx --precision fp16 -o model.fp16.onnx",
-          lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16.onnx").kept_fp32})
+    images = list_images(coco=calib, num=calib_num)
+
+    def fp16_checked() -> dict:
+        report = convert_fp16(plugin, work / "model.fp16.onnx", range_images=images[:16])
+        return {"kept_fp32": report.kept_fp32, "kept_for_range": report.kept_for_range}
+
+    timed("fp16", f"detrt convert model.onnx --precision fp16 --coco {calib.name} --num 16 -o model.fp16.onnx",
+          fp16_checked)
     timed("fp16, plugin nodes kept fp32", "detrt convert model.onnx --precision fp16 --keep-fp32 plugins "
           "-o model.fp16-plugins32.onnx",
           lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16-plugins32.onnx",
@@ -67,7 +73,6 @@ def build_candidates(work: Path, calib: Path, calib_num: int, budget: float) -> 
           "--keep-fp32 boxes -o model.fp16-keep.onnx",
           lambda: {"kept_fp32": convert_fp16(plugin, work / "model.fp16-keep.onnx",
                                              KeepList.parse(["sampling", "boxes"])).kept_fp32})
-    images = list_images(coco=calib, num=calib_num)
 
     def int8(method: str) -> dict:
         output = work / f"model.int8-{method}.onnx"

@@ -15,14 +15,17 @@ decoding); measured on the shipped model they did not reduce the FP16 error, so 
 from __future__ import annotations
 
 import fnmatch
+import glob
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from detrt.export.onnx_passes import plugin_nodes
+from detrt.export.onnx_passes import element_types, plugin_nodes
 
+from .calibration_images import ImageBatches
+from .fp16_ranges import DEFAULT_LIMIT, activation_peaks, nodes_beyond
 from .model_files import finish, load_fp32
 
 FP16_SAMPLING_NODES = (
@@ -93,11 +96,13 @@ class Fp16Report:
     kept_fp32: dict[str, int] = field(default_factory=dict)  # op type -> nodes kept in float32
     fp16_nodes: int = 0
     casts: int = 0
+    kept_for_range: list[str] = field(default_factory=list)  # nodes whose values float16 cannot hold
 
     def to_dict(self) -> dict:
         """JSON-friendly summary."""
         return {"onnx": str(self.path), "precision": "fp16", "fp16_nodes": self.fp16_nodes,
-                "kept_fp32": self.kept_fp32, "casts": self.casts}
+                "kept_fp32": self.kept_fp32, "casts": self.casts, "kept_for_range": len(self.kept_for_range),
+                "kept_for_range_first": self.kept_for_range[:10]}
 
 
 def _drop_duplicate_nodes(model: onnx.ModelProto) -> None:
@@ -113,6 +118,35 @@ def _drop_duplicate_nodes(model: onnx.ModelProto) -> None:
     model.graph.node.extend(unique)
 
 
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def _drop_float16_round_trips(model: onnx.ModelProto) -> None:
+    """The converter casts the output of every float32 node to float16 and back for a float32 consumer,
+    even between two kept nodes; that rounding defeats the keep list (and turns values beyond 65504 into
+    inf). Feed such consumers the float32 tensor directly; drop casts nothing reads any more."""
+    graph = model.graph
+    types = element_types(onnx.shape_inference.infer_shapes(model))
+    producer = {output: node for node in graph.node for output in node.output}
+    graph_outputs = {output.name for output in graph.output}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        source = producer.get(node.input[0]) if _cast_to(node) == onnx.TensorProto.FLOAT else None
+        if source is not None and _cast_to(source) == onnx.TensorProto.FLOAT16 \
+                and types.get(source.input[0]) == onnx.TensorProto.FLOAT and node.output[0] not in graph_outputs:
+            renamed[node.output[0]] = source.input[0]
+    if not renamed:
+        return
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+    used = {name for node in graph.node for name in node.input} | graph_outputs
+    live = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
+    del graph.node[:]
+    graph.node.extend(live)
+
+
 def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
     """The FP16 version of `model` (float32 graph I/O), with `keep`'s nodes in float32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -122,6 +156,7 @@ def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
                                          op_block_list=list(DEFAULT_OP_BLOCK_LIST),
                                          node_block_list=[node.name for node in kept])
     _drop_duplicate_nodes(converted)
+    _drop_float16_round_trips(converted)
     return converted
 
 
@@ -142,9 +177,20 @@ def _count(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
     return fp16, casts, dict(kept_ops.most_common())
 
 
-def convert_fp16(source: str | Path, output: str | Path, keep: KeepList | None = None) -> Fp16Report:
-    """Convert the FP32 export `source` to an FP16 graph at `output` (metadata precision "fp16")."""
+def convert_fp16(source: str | Path, output: str | Path, keep: KeepList | None = None,
+                 range_images: list[Path] | None = None, batch_size: int = 8,
+                 limit: float = DEFAULT_LIMIT) -> Fp16Report:
+    """Convert the FP32 export `source` to an FP16 graph at `output` (metadata precision "fp16").
+
+    With `range_images`, the FP32 graph runs on them first (pre-processed as the runtime does) and
+    every node reading or writing a value beyond `limit` is kept in float32 as well (`fp16_ranges`)."""
     model, metadata = load_fp32(source)
-    path = finish(to_fp16(model, keep or KeepList.default()), metadata, "fp16", output)
+    keep = keep or KeepList.default()
+    beyond: list[str] = []
+    if range_images is not None:
+        peaks = activation_peaks(model, ImageBatches(range_images, metadata, max(1, min(batch_size, len(range_images)))))
+        beyond = nodes_beyond(model, peaks, limit)
+        keep = keep + KeepList((), tuple(glob.escape(name) for name in beyond))
+    path = finish(to_fp16(model, keep), metadata, "fp16", output)
     fp16, casts, kept = _count(onnx.load(str(path)))
-    return Fp16Report(path, kept, fp16, casts)
+    return Fp16Report(path, kept, fp16, casts, beyond)

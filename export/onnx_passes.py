@@ -56,6 +56,13 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnxslim.slim(model)
 
 
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type (onnx.TensorProto enum) of every tensor whose type the graph records."""
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
+    return types | {t.name: t.data_type for t in graph.initializer}
+
+
 def sort_topologically(model: onnx.ModelProto) -> onnx.ModelProto:
     """Reorder the graph's nodes so that each comes after the producers of its inputs, keeping the
     original order wherever it allows. Raises ValueError when an input has no producer or on a cycle."""

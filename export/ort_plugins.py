@@ -22,7 +22,7 @@ import torch
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
-from .onnx_passes import plugin_nodes
+from .onnx_passes import element_types, plugin_nodes
 from .onnx_schemas import register_plugin_schemas
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
@@ -79,17 +79,11 @@ def _as_deform_conv(node: onnx.NodeProto) -> None:
         onnx.helper.make_attribute("offset_group", attrs.get("deformable_group", 1))])
 
 
-def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    graph = model.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
-    return types | {t.name: t.data_type for t in graph.initializer}
-
-
 def _float16_plugin_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    types = _element_types(model)
+    types = element_types(model)
     if any(node.input[0] not in types for node in nodes):
         register_plugin_schemas()
-        types = _element_types(onnx.shape_inference.infer_shapes(model))
+        types = element_types(onnx.shape_inference.infer_shapes(model))
     return [node for node in nodes if types.get(node.input[0]) == onnx.TensorProto.FLOAT16]
 
 

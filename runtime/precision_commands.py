@@ -13,10 +13,13 @@ class ComparisonFailedError(DetrtRuntimeError):
 
 def convert(args: argparse.Namespace) -> dict:
     """FP32 export -> strongly typed FP16 graph with a keep-in-FP32 list."""
+    from detrt.calibrate.calibration_images import list_images
     from detrt.calibrate.fp16 import KeepList, convert_fp16
 
     keep = KeepList.parse(args.keep_fp32 or [], defaults=not args.no_default_keep)
-    return convert_fp16(args.onnx, args.output, keep).to_dict()
+    images = list_images(args.images, args.coco, args.num) if args.images or args.coco else None
+    limit = {} if args.fp16_limit is None else {"limit": args.fp16_limit}
+    return convert_fp16(args.onnx, args.output, keep, images, args.batch, **limit).to_dict()
 
 
 def calibrate(args: argparse.Namespace) -> dict:
@@ -76,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "('/model/*/Log*'); repeatable")
     parser.add_argument("--no-default-keep", action="store_true",
                         help="drop the default keep list (LayerNormalization)")
+    check = parser.add_argument_group("range check: keep in FP32 every node that reads or writes a value beyond "
+                                      "--fp16-limit on these images (recommended)")
+    check.add_argument("--images", help="a folder of RGB images like those the model will see")
+    check.add_argument("--coco", help="or a COCO JSON naming them")
+    check.add_argument("--num", type=int, default=16, help="images to run (default 16)")
+    check.add_argument("--batch", type=int, default=8, help="images per call for dynamic-batch graphs (default 8)")
+    check.add_argument("--fp16-limit", type=float,
+                       help="largest magnitude allowed in FP16 (default a quarter of float16's 65504)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=convert)
 
