@@ -11,6 +11,7 @@ TensorRT plugin has an fp16 kernel with float32 accumulation; ONNX Runtime runs 
 casts, which is the same arithmetic). Presets can be added by name: ``plugins`` (plugin nodes in
 float32), ``sampling`` (the MSDA sampling-location arithmetic) and ``boxes`` (box refinement and
 decoding); measured on the shipped model they did not reduce the FP16 error, so they are not defaults.
+Given images, a range check (`fp16_ranges`) adds every node whose values float16 cannot hold.
 """
 from __future__ import annotations
 
