@@ -97,13 +97,15 @@ class Fp16Report:
     kept_fp32: dict[str, int] = field(default_factory=dict)  # op type -> nodes kept in float32
     fp16_nodes: int = 0
     casts: int = 0
-    kept_for_range: list[str] = field(default_factory=list)  # nodes whose values float16 cannot hold
+    kept_for_range: list[str] | None = None  # nodes whose values float16 cannot hold; None: not checked
 
     def to_dict(self) -> dict:
         """JSON-friendly summary."""
-        return {"onnx": str(self.path), "precision": "fp16", "fp16_nodes": self.fp16_nodes,
-                "kept_fp32": self.kept_fp32, "casts": self.casts, "kept_for_range": len(self.kept_for_range),
-                "kept_for_range_first": self.kept_for_range[:10]}
+        summary = {"onnx": str(self.path), "precision": "fp16", "fp16_nodes": self.fp16_nodes,
+                   "kept_fp32": self.kept_fp32, "casts": self.casts}
+        if self.kept_for_range is None:
+            return {**summary, "range_check": "not run: pass --images or --coco to keep what float16 cannot hold"}
+        return {**summary, "kept_for_range": len(self.kept_for_range), "kept_for_range_first": self.kept_for_range[:10]}
 
 
 def _drop_duplicate_nodes(model: onnx.ModelProto) -> None:
@@ -162,7 +164,7 @@ def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
 
 
 def _count(model: onnx.ModelProto) -> tuple[int, int, dict[str, int]]:
-    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.output)}
+    types = element_types(model)
     fp16 = kept = casts = 0
     kept_ops: Counter[str] = Counter()
     for node in model.graph.node:
@@ -187,7 +189,7 @@ def convert_fp16(source: str | Path, output: str | Path, keep: KeepList | None =
     every node reading or writing a value beyond `limit` is kept in float32 as well (`fp16_ranges`)."""
     model, metadata = load_fp32(source)
     keep = keep or KeepList.default()
-    beyond: list[str] = []
+    beyond = None
     if range_images is not None:
         peaks = activation_peaks(model, ImageBatches(range_images, metadata, max(1, min(batch_size, len(range_images)))))
         beyond = nodes_beyond(model, peaks, limit)

@@ -250,6 +250,7 @@ def test_calibration_cache_is_reused_and_checked(int8, tmp_path):
     again, _ = calibrate_model(shipped_onnx(), tmp_path / "again.onnx", images_of(shapes_dataset())[:4], settings)
     assert again.cache_reused and again.images == 8
     first, second = onnx.load(str(report.path)), onnx.load(str(again.path))
+
     def scales(model: onnx.ModelProto) -> list:
         return [numpy_helper.to_array(t).tolist() for t in model.graph.initializer if t.name.endswith("_scale")]
 
