@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-from onnx import version_converter
+from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
@@ -41,6 +41,7 @@ METHODS = ("entropy", "percentile", "minmax")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 FLOAT_LAYER_PRECISIONS = ("fp32", "fp16")
 FLOAT16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from this opset
+FLOAT16_SMALLEST_NORMAL = 2.0 ** -14
 
 
 class CalibrationCacheError(ValueError):
@@ -150,7 +151,11 @@ def quantize(model: onnx.ModelProto, ranges, exclude: list[str] | tuple[str, ...
 
     excluded = sorted(set(exclude) | {node.name for node in plugin_nodes(model)})
     options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+               # Q/DQ on inputs only: by default the quantizer also rounds every Conv/MatMul/Gemm output
+               # to int8 (before the bias Add, the residual, LayerNorm), which TensorRT does not need to
+               # fuse INT8 kernels and which costs accuracy.
+               "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}
     with tempfile.TemporaryDirectory(prefix="detrt-quant-") as folder:
         cache = Path(folder) / "ranges.json"
         save_cache(cache, ranges, {}, 0)  # quantize_static takes precomputed ranges through its cache file
@@ -200,10 +205,36 @@ def calibrated_ranges(model: onnx.ModelProto, metadata: ModelMetadata, batches: 
     return ranges, images.used, False
 
 
+def _check_float16_scales(quantized: onnx.ModelProto) -> None:
+    """Refuse scales that float16 cannot hold: below its smallest normal value they lose precision,
+    and at 0 TensorRT's parser rejects the Q/DQ pair."""
+    initializers = {t.name: t for t in quantized.graph.initializer}
+    producer = {output: node for node in quantized.graph.node for output in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    layers = set()
+    for node in quantized.graph.node:
+        scale = initializers.get(node.input[1]) if node.op_type == "DequantizeLinear" else None
+        if scale is None or float(numpy_helper.to_array(scale).min()) >= FLOAT16_SMALLEST_NORMAL:
+            continue
+        quantize = producer.get(node.input[0])  # an activation pair: Q's input may come from the layer
+        near = consumers.get(node.output[0], []) + ([producer[quantize.input[0]]] if quantize is not None
+                                                    and quantize.input[0] in producer else [])
+        layers.update({n.name for n in near if n.op_type in QUANTIZED_OPS} or {node.name})
+    if layers:
+        names = sorted(layers)
+        raise ValueError(f"--float-layers fp16: {len(names)} layer(s) have INT8 scales below float16's smallest "
+                         f"normal value {FLOAT16_SMALLEST_NORMAL:.3g} ({', '.join(names[:5])}); keep them out of "
+                         "INT8 with --exclude, or use --float-layers fp32")
+
+
 def with_fp16_float_layers(quantized: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
     """The Q/DQ graph with its float layers in FP16 (`keep`'s nodes stay float32): float16 Q/DQ scales,
     which ONNX has from opset 19, so DequantizeLinear yields float16 and the layers between INT8 ones
     run in FP16 in TensorRT's strongly typed network instead of float32."""
+    _check_float16_scales(quantized)
     opset = next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
     if opset < FLOAT16_QDQ_OPSET:  # ONNX's converter rewrites what changed (Reduce* axes, Split sizes)
         quantized = version_converter.convert_version(quantized, FLOAT16_QDQ_OPSET)

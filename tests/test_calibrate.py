@@ -25,6 +25,7 @@ from detrt.calibrate.int8 import CalibrationCacheError, quantizable_nodes
 from detrt.calibrate.model_files import PrecisionError
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.export import DETRT_PLUGIN, read_metadata
+from detrt.export.onnx_passes import save_atomic
 from detrt.runtime.cli import main
 from detrt.runtime.model import Model, open_model
 from detrt.export.ort_plugins import create_session
@@ -186,7 +187,15 @@ def test_int8_qdq_is_what_tensorrt_takes(int8):
     producers = {o: n for n in model.graph.node for o in n.output}
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    assert len(quantize) > 80 and len(dequantize) > 150
+    assert len(quantize) > 70 and len(dequantize) > 150
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in quantize:  # only tensors a Conv/MatMul/Gemm reads are quantised (not their outputs as such)
+        pairs = consumers[node.output[0]]
+        assert {n.op_type for n in pairs} == {"DequantizeLinear"}, node.name
+        assert {c.op_type for n in pairs for c in consumers[n.output[0]]} & {"Conv", "MatMul", "Gemm"}, node.name
     for node in quantize + dequantize:  # symmetric int8: zero point 0
         zero_point = initializers[node.input[2]]
         assert zero_point.dtype == np.int8 and not zero_point.any()
@@ -240,6 +249,21 @@ def test_int8_with_fp16_float_layers(int8, batch, tmp_path):
     reference = graph_outputs(shipped_onnx(), batch)
     assert np.quantile(np.abs(reference["scores"] - candidate["scores"]), 0.99) < 0.1  # as INT8 alone
     assert pairs_all_confident(reference, candidate)
+
+
+def test_fp16_float_layers_refuse_scales_float16_cannot_hold(tmp_path):
+    model = onnx.load(str(shipped_onnx()))
+    weight = next(n.input[1] for n in model.graph.node if n.name == "/model/class_embed.2/MatMul")
+    target = next(t for t in model.graph.initializer if t.name == weight)
+    target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * 1e-6, target.name))  # scales ~1e-9
+    tiny = save_atomic(model, tmp_path / "tiny.onnx")
+    images, settings = images_of(shapes_dataset()), CalibrationSettings(batch_size=4, float_layers="fp16")
+    with pytest.raises(ValueError, match="1 layer\\(s\\) have INT8 scales below float16's smallest normal value "
+                                         "6.1e-05 \\(/model/class_embed.2/MatMul\\); keep them out of INT8 with --exclude"):
+        calibrate_model(tiny, tmp_path / "x.onnx", images, settings)
+    assert not (tmp_path / "x.onnx").exists()
+    excluded = dataclasses.replace(settings, exclude=("/model/class_embed.2/MatMul",))
+    assert calibrate_model(tiny, tmp_path / "x.onnx", images, excluded)[0].path.is_file()
 
 
 def test_calibration_cache_is_reused_and_checked(int8, tmp_path):
