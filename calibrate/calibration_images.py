@@ -7,7 +7,6 @@ never a silent conversion, so that calibration statistics come from the images t
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from detrt.detectors.coco import CocoDataset
 from detrt.detectors.preprocess import normalize, resize, to_float_image
 from detrt.export import ModelMetadata
 
@@ -55,21 +55,8 @@ def list_images(images_dir: str | Path | None = None, coco: str | Path | None = 
 def _coco_images(coco: Path, images_dir: Path | None) -> list[Path]:
     if not coco.is_file():
         raise CalibrationDataError(f"COCO file {coco} does not exist")
-    try:
-        data = json.loads(coco.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CalibrationDataError(f"{coco} is not JSON: {error}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise CalibrationDataError(f"{coco} is not a COCO file: it has no 'images' list")
-    if not data["images"]:
-        raise CalibrationDataError(f"{coco} lists no images")
-    folder = images_dir or coco.parent / "images"
-    paths = [folder / image["file_name"] for image in data["images"]]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise CalibrationDataError(f"{len(missing)} image(s) listed in {coco} are missing, e.g. {missing[:3]}; "
-                                   "pass the images folder with --images")
-    return paths
+    dataset = CocoDataset.read(coco, images_dir)  # checks the file and that every image is there
+    return [dataset.images_dir / image["file_name"] for image in dataset.images]
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from torch import Tensor
@@ -35,25 +35,32 @@ def category_mapping(num_model_classes: int, dataset: CocoDataset) -> list[int]:
                        "evaluate a model trained on this label space")
 
 
-def predictions_as_coco(dataset: CocoDataset, predict: Predictor, batch_size: int = 8) -> list[dict]:
-    """Run `predict` over the dataset and return COCO result records (xywh boxes)."""
+def coco_results(dataset: CocoDataset, indices: Iterable[int], detections: Iterable[Detections]) -> list[dict]:
+    """COCO result records (xywh boxes) of `detections`, the predictions for the dataset images `indices`."""
     results: list[dict] = []
     categories: list[int] | None = None
-    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluating", unit="batch"):
-        indices = range(start, min(start + batch_size, len(dataset)))
-        for index, detections in zip(indices, predict([dataset.load_image(i) for i in indices])):
-            categories = categories or category_mapping(len(detections.class_names), dataset)
-            image_id = dataset.images[index]["id"]
-            for box, score, label in zip(detections.boxes.tolist(), detections.scores.tolist(),
-                                         detections.labels.tolist()):
-                x0, y0, x1, y1 = box
-                results.append({"image_id": image_id, "category_id": categories[label],
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    for index, found in zip(indices, detections):
+        categories = categories or category_mapping(len(found.class_names), dataset)
+        image_id = dataset.images[index]["id"]
+        for box, score, label in zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist()):
+            x0, y0, x1, y1 = box
+            results.append({"image_id": image_id, "category_id": categories[label],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
     return results
 
 
-def coco_metrics(annotations: str | Path, results: list[dict]) -> dict[str, float]:
-    """AP, AP50, AP75, APs, APm, APl (0..1, as pycocotools prints them) of `results`."""
+def predictions_as_coco(dataset: CocoDataset, predict: Predictor, batch_size: int = 8) -> list[dict]:
+    """Run `predict` over the dataset and return COCO result records (xywh boxes)."""
+    results: list[dict] = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluating", unit="batch"):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        results += coco_results(dataset, indices, predict([dataset.load_image(i) for i in indices]))
+    return results
+
+
+def coco_metrics(annotations: str | Path, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl (0..1, as pycocotools prints them) of `results`, over every image of
+    `annotations` or only `image_ids` (the images that were predicted)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -62,6 +69,8 @@ def coco_metrics(annotations: str | Path, results: list[dict]) -> dict[str, floa
         if not results:
             return dict.fromkeys(METRICS, 0.0)
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        if image_ids is not None:
+            evaluation.params.imgIds = list(image_ids)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

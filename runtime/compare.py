@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from detrt.calibrate.calibration_images import list_images, read_rgb
 from detrt.detectors import Detections, Detector
+from detrt.detectors.coco import CocoDataset
+from detrt.detectors.evaluate import coco_metrics, coco_results
 
 from .backend_runner import ModelRunner
 from .compare_policy import MIN_AP_IMAGES, Policy, policy_for
@@ -155,18 +157,12 @@ def _detections(model: Model, runs: list, sizes: list[tuple[int, int]]) -> list[
     return model.finish(outputs, Prepared(np.empty((0,)), sizes))
 
 
-def _coco_ap(detections: list[Detections], coco: Path, images_dir: Path | None) -> dict:
-    from detrt.detectors.evaluate import evaluate_detector
-
-    queue = list(detections)
-
-    def replay(images: list) -> list[Detections]:
-        taken = queue[:len(images)]
-        del queue[:len(images)]
-        return taken
-
-    metrics = evaluate_detector(replay, coco, images_dir, batch_size=16)
-    return {key: round(float(value) * 100, 2) for key, value in metrics.items() if key != "images"}
+def _coco_ap(detections: list[Detections], dataset: CocoDataset, annotations: Path) -> dict:
+    """AP (points) of the detections of the dataset's first len(detections) images, over those images."""
+    indices = range(len(detections))
+    metrics = coco_metrics(annotations, coco_results(dataset, indices, detections),
+                           [dataset.images[i]["id"] for i in indices])
+    return {key: round(value * 100, 2) for key, value in metrics.items()}
 
 
 def compare(reference: str | Path | Detector, candidates: list[str | Path], images_dir: str | Path | None = None,
@@ -190,8 +186,8 @@ def compare(reference: str | Path | Detector, candidates: list[str | Path], imag
     sizes = _original_sizes(paths)
     reference_detections = _detections(reference_model, results["pytorch"], sizes)
     detections = {"pytorch": reference_detections}
-    images_folder = Path(images_dir) if images_dir else None
-    reference_ap = _coco_ap(reference_detections, Path(coco), images_folder) if coco else None
+    dataset = CocoDataset.read(coco, images_dir) if coco else None  # `paths` are its first images, in order
+    reference_ap = _coco_ap(reference_detections, dataset, Path(coco)) if coco else None
     input_size = tuple(reference_model.metadata.input_size)
     outcomes = []
     for name, path, model in zip(names, candidates, models):
@@ -205,7 +201,7 @@ def compare(reference: str | Path | Detector, candidates: list[str | Path], imag
                 failures.append(f"detection {key} {agreement[key]:.4f} < {policy.min_agreement}")
         ap = None
         if coco:
-            ap = _coco_ap(detections[name], Path(coco), images_folder)
+            ap = _coco_ap(detections[name], dataset, Path(coco))
             ap["drop_points"] = round(reference_ap["AP"] - ap["AP"], 2)
             ap["checked"] = len(paths) >= MIN_AP_IMAGES
             if ap["checked"] and ap["drop_points"] > policy.max_ap_drop:

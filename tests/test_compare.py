@@ -21,6 +21,7 @@ from detrt.calibrate.calibration_images import CalibrationDataError, list_images
 from detrt.calibrate.fp16 import convert_fp16
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.detectors import Detections, Detector, PreprocessSpec
+from detrt.detectors.evaluate import evaluate_detector
 from detrt.export import ExportOptions, export_onnx, read_metadata
 from detrt.export.metadata import write_metadata
 from detrt.export.onnx_passes import save_atomic
@@ -107,6 +108,20 @@ def test_cli_passes_for_fp32(tmp_path, capsys):
     assert "passed" in capsys.readouterr().out
     report = json.loads((tmp_path / "compare.json").read_text())
     assert report["images"] == 3 and report["reference_ap"] is None  # no annotations: no AP
+
+
+def test_ap_of_the_first_images_is_over_those_images(tmp_path):
+    """With --num, AP covers the images compared, not the whole annotation file (where the others would
+    count as missed objects)."""
+    data = json.loads(shapes_dataset().read_text())
+    kept = {image["id"] for image in data["images"][:4]}
+    subset = {**data, "images": data["images"][:4], "annotations": [a for a in data["annotations"]
+                                                                    if a["image_id"] in kept]}
+    (tmp_path / "subset.json").write_text(json.dumps(subset))
+    expected = evaluate_detector(shipped(), tmp_path / "subset.json", shapes_dataset().parent / "images")
+    comparison = compare(shipped(), [shipped_onnx()], coco=shapes_dataset(), num=4)
+    assert comparison.reference_ap["AP"] == pytest.approx(expected["AP"] * 100, abs=0.01)
+    assert comparison.candidates[0].ap["drop_points"] == 0
 
 
 def test_candidate_from_other_weights_is_refused(tmp_path):
