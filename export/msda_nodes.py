@@ -41,10 +41,11 @@ NVIDIA_PLUGIN = PluginNode("MultiscaleDeformableAttnPlugin_TRT", "2", "", "trt",
 PLUGIN_NODES = {"plugin": DETRT_PLUGIN, "nvidia": NVIDIA_PLUGIN}
 
 # Limits of our kernels (plugins/msda/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
-# bilinear corners of one head's L*P samples (32 bytes each, plus one row) must fit 48 KiB of
-# shared memory.
+# bilinear corners of one head's L*P samples (32 bytes each, plus one row, plus 8 bytes in the fused
+# form) must fit the kernel's dynamic shared memory: 48 KiB less its static table of 16 levels (12
+# bytes each).
 MAX_LEVELS = 16
-MAX_SAMPLES_PER_HEAD = 48 * 1024 // 32 - 2
+MAX_SAMPLES_PER_HEAD = (48 * 1024 - MAX_LEVELS * 12 - 8) // 32 - 1
 
 def _int32(g, tensor):  # noqa: ANN001, ANN202 (torch.onnx graph context and values)
     return g.op("Cast", tensor, to_i=6)  # onnx.TensorProto.INT32

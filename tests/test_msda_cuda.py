@@ -15,8 +15,8 @@ from torch import Tensor
 
 from detrt.detectors.msda import ms_deform_attn
 from detrt.plugins import library, msda
-from test_msda_library import (FP16_TOLERANCE, FP32_TOLERANCE, assert_matches, fused_inputs, make_problem,
-                               module_locations, reference64)
+from detrt.detectors.msda import attention_weights_from_logits, sampling_locations
+from test_msda_library import FP16_TOLERANCE, FP32_TOLERANCE, assert_matches, fused_inputs, make_problem, reference64
 
 DEFAULT_ARCHITECTURES = "75-real 80-real 86-real 87-real 89-real 90"
 CUDA_ERROR = 10
@@ -76,8 +76,8 @@ def test_cuda_fused_matches_module_then_reference(reference_dim: int, dtype: tor
     value, shapes, starts, reference, offsets, logits = to_cuda(
         fused_inputs([(8, 8), (4, 6), (1, 1)], reference_dim), dtype)
     output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
-    locations = module_locations(shapes.cpu(), reference.float().cpu(), offsets.float().cpu())
-    weights = logits.float().cpu().softmax(-1).view(*offsets.shape[:5])
+    locations = sampling_locations(reference.float().cpu(), offsets.float().cpu(), shapes.cpu())
+    weights = attention_weights_from_logits(logits.float().cpu(), *offsets.shape[3:5])
     assert_matches(output.cpu(), reference64(value.cpu(), shapes.cpu(), locations, weights), TOLERANCE[dtype])
 
 
@@ -91,6 +91,18 @@ def test_cuda_unaligned_value_uses_the_scalar_kernel(dtype: torch.dtype) -> None
     output = msda.forward(shifted, shapes, starts, locations, weights)
     expected = reference64(value.cpu(), shapes.cpu(), locations.cpu(), weights.cpu())
     assert_matches(output.cpu(), expected, TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "dim", "levels", "points"), [(torch.float16, 16, 3, 5), (torch.float32, 32, 8, 191)])
+def test_cuda_blocks_fit_shared_memory_beside_the_level_table(dtype: torch.dtype, dim: int, levels: int,
+                                                              points: int) -> None:
+    """fp16, D 16, L*P 15 would fill exactly 48 KiB of dynamic shared memory, and 8 x 191 is the most
+    samples per head the export allows: the kernel's static level table must fit beside both."""
+    inputs = to_cuda(make_problem([(2, 2)] * levels, 1, 7, 2, dim, points), dtype)
+    output = msda.forward(*inputs)
+    value, shapes, _, locations, weights = (t.cpu() for t in inputs)
+    assert_matches(output.cpu(), reference64(value, shapes, locations, weights), TOLERANCE[dtype])
 
 
 @pytest.mark.gpu

@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from detrt.detectors.msda import ms_deform_attn, ms_deform_attn_reference
+from detrt.detectors.msda import (attention_weights_from_logits, ms_deform_attn, ms_deform_attn_reference,
+                                  sampling_locations)
 from detrt.plugins import LibraryNotFoundError, library, msda
 
 FP32_TOLERANCE = 1e-5
@@ -160,23 +161,13 @@ def fused_inputs(levels: list[tuple[int, int]], reference_dim: int, seed: int = 
     return value, shapes, starts, reference, offsets, logits
 
 
-def module_locations(shapes: Tensor, reference: Tensor, offsets: Tensor) -> Tensor:
-    """MSDeformAttn's locations in fp32 (msda-spec.md, "How the module feeds it")."""
-    if reference.shape[-1] == 2:
-        normaliser = torch.stack([shapes[:, 1], shapes[:, 0]], -1).to(offsets.dtype)
-        return reference[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
-    points = offsets.shape[4]
-    return (reference[:, :, None, :, None, :2]
-            + offsets / points * reference[:, :, None, :, None, 2:] * 0.5)
-
-
 @pytest.mark.parametrize("reference_dim", [2, 4])
 def test_fused_matches_module_then_reference(reference_dim: int) -> None:
     levels = [(8, 8), (4, 6), (1, 1)]
     value, shapes, starts, reference, offsets, logits = fused_inputs(levels, reference_dim)
     output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
-    locations = module_locations(shapes, reference, offsets)
-    weights = logits.softmax(-1).view(*offsets.shape[:5])
+    locations = sampling_locations(reference, offsets, shapes)
+    weights = attention_weights_from_logits(logits, len(levels), offsets.shape[4])
     assert_matches(output, reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 
 
@@ -184,8 +175,8 @@ def test_fused_half_precision() -> None:
     value, shapes, starts, reference, offsets, logits = fused_inputs([(8, 8), (4, 4)], 4)
     value, reference, offsets, logits = value.half(), reference.half(), offsets.half(), logits.half()
     output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
-    locations = module_locations(shapes, reference.float(), offsets.float())
-    weights = logits.float().softmax(-1).view(*offsets.shape[:5])
+    locations = sampling_locations(reference.float(), offsets.float(), shapes)
+    weights = attention_weights_from_logits(logits.float(), *offsets.shape[3:5])
     assert_matches(output, reference64(value, shapes, locations, weights), FP16_TOLERANCE)
 
 

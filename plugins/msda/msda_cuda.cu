@@ -24,7 +24,9 @@ constexpr int kMinBlocks = 4;  // Turing: 1024 threads per SM
 #else
 constexpr int kMinBlocks = 6;  // 1536 threads per SM (2048 on sm_80/90): at most 40 registers per thread
 #endif
-constexpr int kSharedBytes = 48 * 1024;  // without opting in to more dynamic shared memory
+// Dynamic shared memory per block: 48 KiB (the most without opting in) less the kernel's static
+// level table, since static and dynamic shared memory share that budget.
+constexpr int kSharedBytes = 48 * 1024 - static_cast<int>(sizeof(Level)) * DETRT_MSDA_MAX_LEVELS;
 constexpr int kWarp = 32;
 
 // Everything a block needs besides the tensors; passed by value.
