@@ -16,7 +16,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from detrt.detectors.coco import CocoDataset
-from detrt.detectors.preprocess import normalize, resize, to_float_image
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -75,13 +74,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def prepare(images: list[np.ndarray], metadata: ModelMetadata) -> np.ndarray:
-    """RGB (H, W, 3) uint8 images -> the graph's ``images`` input (N, 3, H, W) float32, as the runtime does."""
-    size = tuple(metadata.input_size)
-    batch = []
-    for image in images:
-        pixels = resize(to_float_image(torch.from_numpy(image).permute(2, 0, 1)), size)
-        batch.append(pixels * 255.0 if metadata.normalize_in_graph else normalize(pixels, metadata.mean, metadata.std))
-    return torch.stack(batch).numpy()
+    """RGB (H, W, 3) uint8 images -> the graph's ``images`` input (N, 3, H, W) float32, as the runtime makes it."""
+    return torch.stack([metadata.network_input(torch.from_numpy(image).permute(2, 0, 1)) for image in images]).numpy()
 
 
 @dataclass

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from torch import nn
+from torch import Tensor, nn
 
 from detrt.detectors import Detector
+from detrt.detectors.preprocess import normalize, resize, to_float_image
 
 PREFIX = "detrt."
 
@@ -42,6 +43,11 @@ class ModelMetadata:
     precision: str  # fp32 | fp16 | int8
     weights_sha256: str  # fingerprint of the PyTorch weights the graph came from
     opset: int
+
+    def network_input(self, image: Tensor) -> Tensor:
+        """One (3, H, W) RGB image (uint8 or 0..1 float) -> its row of the `images` input."""
+        pixels = resize(to_float_image(image), tuple(self.input_size))
+        return pixels * 255.0 if self.normalize_in_graph else normalize(pixels, self.mean, self.std)
 
     def to_props(self) -> dict[str, str]:
         """As ONNX metadata_props entries."""

@@ -17,7 +17,6 @@ import torch
 
 from detrt.detectors import Detections, Detector
 from detrt.detectors.detector import as_image_tensor
-from detrt.detectors.preprocess import normalize, resize, to_float_image
 
 from .backend import OUTPUT_NAMES, Backend
 
@@ -64,17 +63,12 @@ class Model:
         items = images if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise ValueError("no images to detect in")
-        size = tuple(self.metadata.input_size)
         batch, sizes = [], []
         with single_threaded_torch():
             for image in items:
                 tensor = as_image_tensor(image)
                 sizes.append((int(tensor.shape[-2]), int(tensor.shape[-1])))
-                pixels = resize(to_float_image(tensor), size)
-                if self.metadata.normalize_in_graph:
-                    batch.append(pixels * 255.0)
-                else:
-                    batch.append(normalize(pixels, self.metadata.mean, self.metadata.std))
+                batch.append(self.metadata.network_input(tensor))
             return Prepared(torch.stack(batch).numpy(), sizes)
 
     def infer(self, prepared: Prepared) -> dict[str, np.ndarray]:
