@@ -9,7 +9,7 @@ import onnx
 
 from detrt.export import ModelMetadata, read_metadata
 from detrt.export.metadata import write_metadata
-from detrt.export.onnx_passes import finalize, infer_shapes, save_atomic, simplify
+from detrt.export.onnx_passes import finalize, infer_shapes, load_onnx, save_atomic, simplify
 from detrt.export.onnx_schemas import register_plugin_schemas
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -21,14 +21,7 @@ class PrecisionError(ValueError):
 
 def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMetadata]:
     """The FP32 detrt export at `path` and its metadata; a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX {path} does not exist; export one with `detrt export`")
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:  # protobuf's DecodeError names neither the file nor the fix
-        raise PrecisionError(f"{path} is not a readable ONNX file ({type(error).__name__}); export it again "
-                             "with `detrt export`") from error
+    model = load_onnx(path)
     metadata = read_metadata(model)
     if metadata.precision != "fp32":
         raise PrecisionError(f"{path} is already {metadata.precision}; convert the FP32 export from `detrt export` "

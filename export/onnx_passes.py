@@ -1,4 +1,4 @@
-"""Graph passes after tracing: plugin attributes, shapes, simplification, checks, atomic save."""
+"""Graph passes after tracing: plugin attributes, shapes, simplification, checks, loading and atomic saving."""
 from __future__ import annotations
 
 import heapq
@@ -123,6 +123,18 @@ def missing_shapes(model: onnx.ModelProto) -> list[str]:
              if info.type.tensor_type.HasField("shape")}
     known |= {tensor.name for tensor in model.graph.initializer}
     return [name for node in model.graph.node for name in node.output if name and name not in known]
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """The ONNX at `path`, with clear errors for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model {path} does not exist; export one with `detrt export`")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # protobuf DecodeError and friends carry no hint of the file
+        raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
+                         "export it again with `detrt export`") from error
 
 
 def save_atomic(model: onnx.ModelProto, path: str | Path) -> Path:

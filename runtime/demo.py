@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .agreement import compare_detections
+from .detection_agreement import compare_detections
 from detrt.detectors.atomic import write_json_atomic
 from .errors import DetrtRuntimeError
 from .model import Model, open_model

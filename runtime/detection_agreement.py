@@ -6,7 +6,8 @@ against all detections of the other side, so a score of 0.51 against 0.49 is a p
 Precision: the share of the candidate's confident detections that pair with a reference detection;
 recall: the share of the reference's confident detections that pair with a candidate detection.
 
-(`runtime/agreement.py` answers a looser question for `detrt demo` with the same pairing: IoU 0.5 and counts.)
+`compare_detections` answers a looser question for `detrt demo` and the backend tests with the same
+pairing: IoU 0.5, counts and the largest differences.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torchvision.ops import box_iou
 from detrt.detectors import Detections
 
 PAIR_IOU = 0.9
+DEMO_IOU = 0.5  # compare_detections: same object, any precision-level difference
 CONFIDENT = 0.5
 
 
@@ -48,6 +50,7 @@ class ImageAgreement:
     recalled: int  # confident reference detections with a candidate partner
     precise: int  # confident candidate detections with a reference partner
     score_deltas: list[float] = field(default_factory=list)  # candidate - reference, over recalled pairs
+    box_deltas: list[float] = field(default_factory=list)  # largest coordinate difference (px), same pairs
 
     @property
     def f1(self) -> float:
@@ -63,7 +66,8 @@ def image_agreement(reference: Detections, candidate: Detections, iou: float = P
     recalled = pair_detections(ref_confident, candidate, iou)
     precise = pair_detections(cand_confident, reference, iou)
     deltas = [float(candidate.scores[j] - ref_confident.scores[i]) for i, j in recalled]
-    return ImageAgreement(len(ref_confident), len(cand_confident), len(recalled), len(precise), deltas)
+    boxes = [float((candidate.boxes[j] - ref_confident.boxes[i]).abs().max()) for i, j in recalled]
+    return ImageAgreement(len(ref_confident), len(cand_confident), len(recalled), len(precise), deltas, boxes)
 
 
 def summarize(images: list[ImageAgreement], iou: float = PAIR_IOU, conf: float = CONFIDENT) -> dict:
@@ -79,3 +83,15 @@ def summarize(images: list[ImageAgreement], iou: float = PAIR_IOU, conf: float =
             "score_delta_mean_abs": float(np.abs(deltas).mean()) if deltas.size else 0.0,
             "score_delta_max_abs": float(np.abs(deltas).max()) if deltas.size else 0.0,
             "images_disagreeing": sum(1 for a in images if a.f1 < 1.0)}
+
+
+def compare_detections(reference: list[Detections], candidate: list[Detections], conf: float = 0.5) -> dict:
+    """Matched, missed and extra confident detections at IoU >= 0.5, and the largest score and box differences."""
+    images = [image_agreement(ref, cand, DEMO_IOU, conf) for ref, cand in zip(reference, candidate, strict=True)]
+    matched = sum(a.recalled for a in images)
+    missed = sum(a.reference for a in images) - matched
+    extra = sum(a.candidate - a.precise for a in images)
+    score_diff = max((abs(d) for a in images for d in a.score_deltas), default=0.0)
+    box_diff = max((d for a in images for d in a.box_deltas), default=0.0)
+    return {"images": len(reference), "conf": conf, "matched": matched, "missed": missed, "extra": extra,
+            "max_score_diff": score_diff, "max_box_diff_px": box_diff, "agree": missed == 0 and extra == 0}

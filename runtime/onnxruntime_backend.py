@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from detrt.export import read_metadata
+from detrt.export.onnx_passes import load_onnx
+from detrt.export.ort_plugins import create_session
 
 from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange
 from .errors import BackendUnavailableError
-from detrt.export.ort_plugins import create_session
 
 
 def providers_for(device: str) -> list[str | tuple[str, dict]]:
@@ -27,18 +27,6 @@ def providers_for(device: str) -> list[str | tuple[str, dict]]:
         index = int(device.partition(":")[2] or 0)
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
-
-
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """The ONNX at `path`, with clear errors for a missing or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model {path} does not exist; export one with `detrt export`")
-    try:
-        return onnx.load(str(path))
-    except Exception as error:  # protobuf DecodeError and friends carry no hint of the file
-        raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
-                         "export it again with `detrt export`") from error
 
 
 class OnnxRuntimeBackend:

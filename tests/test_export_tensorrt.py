@@ -8,7 +8,7 @@ import pytest
 from detrt import runtime
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.agreement import compare_detections
+from detrt.runtime.detection_agreement import compare_detections
 from detrt.runtime.engine_build import build_engine
 from test_runtime_graphs import images
 

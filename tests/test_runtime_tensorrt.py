@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from detrt import runtime
-from detrt.runtime.agreement import compare_detections
+from detrt.runtime.detection_agreement import compare_detections
 from detrt.runtime.cli import main
 from detrt.runtime.engine_build import BatchProfile, BuildOptions, build_engine, input_profile
 from detrt.runtime.errors import BackendUnavailableError, EngineBuildError, EngineMismatchError, PluginLibraryError
