@@ -16,7 +16,7 @@ from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
 
-FLOAT16_MAX = 65504.0
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 DEFAULT_LIMIT = FLOAT16_MAX / 4
 
 

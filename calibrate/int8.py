@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
 from detrt.export import ModelMetadata
-from detrt.export.onnx_passes import plugin_nodes, sort_topologically
+from detrt.export.onnx_passes import plugin_nodes
 from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
@@ -41,7 +42,7 @@ METHODS = ("entropy", "percentile", "minmax")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 FLOAT_LAYER_PRECISIONS = ("fp32", "fp16")
 FLOAT16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from this opset
-FLOAT16_SMALLEST_NORMAL = 2.0 ** -14
+FLOAT16 = np.finfo(np.float16)
 
 
 class CalibrationCacheError(ValueError):
@@ -209,24 +210,14 @@ def _check_float16_scales(quantized: onnx.ModelProto) -> None:
     """Refuse scales that float16 cannot hold: below its smallest normal value they lose precision,
     and at 0 TensorRT's parser rejects the Q/DQ pair."""
     initializers = {t.name: t for t in quantized.graph.initializer}
-    producer = {output: node for node in quantized.graph.node for output in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in quantized.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    layers = set()
-    for node in quantized.graph.node:
-        scale = initializers.get(node.input[1]) if node.op_type == "DequantizeLinear" else None
-        if scale is None or float(numpy_helper.to_array(scale).min()) >= FLOAT16_SMALLEST_NORMAL:
-            continue
-        quantize = producer.get(node.input[0])  # an activation pair: Q's input may come from the layer
-        near = consumers.get(node.output[0], []) + ([producer[quantize.input[0]]] if quantize is not None
-                                                    and quantize.input[0] in producer else [])
-        layers.update({n.name for n in near if n.op_type in QUANTIZED_OPS} or {node.name})
-    if layers:
-        names = sorted(layers)
+    small = {node.output[0] for node in quantized.graph.node if node.op_type == "DequantizeLinear"
+             and node.input[1] in initializers
+             and numpy_helper.to_array(initializers[node.input[1]]).min() < FLOAT16.smallest_normal}
+    names = sorted({node.name for node in quantized.graph.node
+                    if node.op_type in QUANTIZED_OPS and small.intersection(node.input)})
+    if names:
         raise ValueError(f"--float-layers fp16: {len(names)} layer(s) have INT8 scales below float16's smallest "
-                         f"normal value {FLOAT16_SMALLEST_NORMAL:.3g} ({', '.join(names[:5])}); keep them out of "
+                         f"normal value {FLOAT16.smallest_normal:.3g} ({', '.join(names[:5])}); keep them out of "
                          "INT8 with --exclude, or use --float-layers fp32")
 
 
@@ -234,11 +225,15 @@ def with_fp16_float_layers(quantized: onnx.ModelProto, keep: KeepList) -> onnx.M
     """The Q/DQ graph with its float layers in FP16 (`keep`'s nodes stay float32): float16 Q/DQ scales,
     which ONNX has from opset 19, so DequantizeLinear yields float16 and the layers between INT8 ones
     run in FP16 in TensorRT's strongly typed network instead of float32."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
     _check_float16_scales(quantized)
     opset = next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx"))
     if opset < FLOAT16_QDQ_OPSET:  # ONNX's converter rewrites what changed (Reduce* axes, Split sizes)
         quantized = version_converter.convert_version(quantized, FLOAT16_QDQ_OPSET)
-    return sort_topologically(to_fp16(quantized, keep))
+    converted = to_fp16(quantized, keep)
+    OnnxModel.graph_topological_sort(converted.graph)  # the converter appends its casts at the end
+    return converted
 
 
 def write_int8(model: onnx.ModelProto, metadata: ModelMetadata, ranges, exclude: list[str],  # noqa: ANN001

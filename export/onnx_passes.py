@@ -1,7 +1,6 @@
 """Graph passes after tracing: plugin attributes, shapes, simplification, checks, loading and atomic saving."""
 from __future__ import annotations
 
-import heapq
 from pathlib import Path
 
 import onnx
@@ -61,41 +60,6 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     graph = model.graph
     types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
     return types | {t.name: t.data_type for t in graph.initializer}
-
-
-def sort_topologically(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Reorder the graph's nodes so that each comes after the producers of its inputs, keeping the
-    original order wherever it allows. Raises ValueError when an input has no producer or on a cycle."""
-    graph = model.graph
-    nodes = list(graph.node)
-    producer = {name: index for index, node in enumerate(nodes) for name in node.output}
-    known = {""} | {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    waiting_on = [set() for _ in nodes]
-    consumers: list[list[int]] = [[] for _ in nodes]
-    for index, node in enumerate(nodes):
-        for name in node.input:
-            if name in producer:
-                if producer[name] not in waiting_on[index]:
-                    consumers[producer[name]].append(index)
-                waiting_on[index].add(producer[name])
-            elif name not in known:
-                raise ValueError(f"node {node.name or node.op_type} reads {name!r}, which nothing produces")
-    ready = [index for index, waits in enumerate(waiting_on) if not waits]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        index = heapq.heappop(ready)
-        order.append(index)
-        for consumer in consumers[index]:
-            waiting_on[consumer].discard(index)
-            if not waiting_on[consumer]:
-                heapq.heappush(ready, consumer)
-    if len(order) != len(nodes):
-        raise ValueError(f"graph has a cycle: {len(nodes) - len(order)} nodes cannot be ordered")
-    sorted_nodes = [onnx.NodeProto.FromString(nodes[index].SerializeToString()) for index in order]
-    del graph.node[:]
-    graph.node.extend(sorted_nodes)
-    return model
 
 
 def finalize(model: onnx.ModelProto) -> None:
