@@ -23,6 +23,6 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_json_atomic(path: str | Path, data: object) -> Path:
-    """Write `data` as indented JSON, atomically."""
-    return write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+def write_json_atomic(path: str | Path, data: object, indent: int | None = 2) -> Path:
+    """Write `data` as JSON (indented unless `indent` is None), atomically."""
+    return write_bytes_atomic(path, (json.dumps(data, indent=indent) + "\n").encode())

@@ -144,4 +144,4 @@ def write_dataset(out: str | Path, num: int, seed: int, progress: bool = True) -
     coco = {"info": {"description": f"detrt shapes, seed {seed}", "seed": seed}, "images": images,
             "annotations": annotations,
             "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]}
-    return write_json_atomic(out / "annotations.json", coco)
+    return write_json_atomic(out / "annotations.json", coco, indent=None)  # compact: thousands of boxes

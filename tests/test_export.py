@@ -20,7 +20,7 @@ from detrt.detectors.zoo import load_zoo
 from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, ExportOptions, export_onnx, read_metadata
 from detrt.export.export_module import ExportModule
 from detrt.export.ort_plugins import create_session
-from detrt.runtime.torch_runner import TorchRunner
+from torch_runner import TorchRunner
 from variants import VARIANTS, small_config, small_model
 
 SIZE = (128, 128)
