@@ -18,7 +18,8 @@ def as_image_tensor(image: object) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: the caller keeps its array
+        # torch cannot wrap read-only arrays (np.asarray of a PIL image): copy those only
+        return torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else image.copy()).permute(2, 0, 1)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL here
         return as_image_tensor(np.asarray(image.convert("RGB")))
     raise TypeError(f"cannot use an object of type {type(image).__name__} as an image")

@@ -41,3 +41,12 @@ class Backend(Protocol):
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run the network on an (N, 3, H, W) float32 batch; returns at least OUTPUT_NAMES."""
         ...
+
+
+def gpu_index(device: str) -> int:
+    """"cuda:N" -> N; "cuda" or "cpu" (the default of `runtime.open`) -> 0."""
+    if device in ("cpu", "cuda"):
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N")

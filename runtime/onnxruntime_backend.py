@@ -9,7 +9,7 @@ from detrt.export import read_metadata
 from detrt.export.onnx_passes import load_onnx
 from detrt.export.ort_plugins import create_session
 
-from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange
+from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from .errors import BackendUnavailableError
 
 
@@ -17,16 +17,14 @@ def providers_for(device: str) -> list[str | tuple[str, dict]]:
     """ONNX Runtime providers for "cpu", "cuda" or "cuda:N"; a clear error where CUDA is missing."""
     import onnxruntime as ort
 
+    index = gpu_index(device)  # checks the name
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if device == "cuda" or device.startswith("cuda:"):
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise BackendUnavailableError(f"this ONNX Runtime has no CUDA provider (available: {available}); "
-                                          "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu")
-        index = int(device.partition(":")[2] or 0)
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(f"this ONNX Runtime has no CUDA provider (available: {available}); "
+                                      "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu")
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend:

@@ -12,21 +12,12 @@ import numpy as np
 
 from detrt.export import ModelMetadata
 
-from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange
+from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from .cuda_device import open_device
 from .errors import EngineMismatchError
 from .sidecar import check_sidecar, read_sidecar
 from .tensorrt_env import current_environment, import_tensorrt
 from .trt_plugins import load_plugins
-
-
-def gpu_index(device: str) -> int:
-    """"cuda:N" -> N; "cuda" or "cpu" (the default of `runtime.open`) -> 0."""
-    if device in ("cpu", "cuda"):
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise ValueError(f"unknown device {device!r} for a TensorRT engine; use cuda or cuda:N")
 
 
 class TensorRTBackend:
