@@ -25,19 +25,25 @@ DEMO_SEED = 2026  # not a training or evaluation seed
 def tensorrt_plan(progress: Callable[[str], None]) -> str | None:
     """The MSDA mode to build a TensorRT engine with here, or None where TensorRT cannot run."""
     from .cuda_device import open_device
-    from .tensorrt_env import import_tensorrt
+    from .tensorrt_env import RTX, RTX_COMPUTE_CAPABILITIES, import_tensorrt
     from .trt_plugins import find_plugin_library
 
     try:
-        import_tensorrt()
-        open_device(0)
+        tensorrt = import_tensorrt()
+        gpu, capability = open_device(0).properties()
     except DetrtRuntimeError as error:
         progress(f"TensorRT not usable here ({str(error).split(';')[0]}): using ONNX Runtime on the CPU")
+        return None
+    if tensorrt.flavour == RTX and capability not in RTX_COMPUTE_CAPABILITIES:
+        progress(f"TensorRT-RTX does not run on {gpu} (compute capability {capability}): using ONNX Runtime on the CPU")
         return None
     try:
         find_plugin_library()
         return "plugin"
     except DetrtRuntimeError:
+        if tensorrt.flavour == RTX:
+            progress("libdetrt_trt_plugins not found (TensorRT-RTX has no built-in MSDA plugin): portable graph")
+            return "portable"
         progress("libdetrt_trt_plugins not found: using TensorRT's built-in MSDA plugin")
         return "nvidia"
 

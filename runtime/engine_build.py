@@ -1,7 +1,9 @@
-"""`detrt build`: a detrt ONNX to a TensorRT engine (strongly typed network; TensorRT 10 and 11).
+"""`detrt build`: a detrt ONNX to a TensorRT engine (strongly typed network; TensorRT 10 and 11, or
+TensorRT-RTX, which builds ahead of time without a GPU; see `tensorrt_env`).
 
 Precision is decided in the ONNX (fp32, or fp16/int8 graphs from `detrt.calibrate`), never by
-builder flags, which TensorRT 11 removed. The engine and its JSON sidecar are written atomically.
+builder flags, which TensorRT 11 and TensorRT-RTX do not have. The engine and its JSON sidecar are
+written atomically.
 """
 from __future__ import annotations
 
@@ -13,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from detrt.export import read_metadata
+from detrt.export import NVIDIA_PLUGIN, read_metadata
+from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
 
 from detrt.detectors.atomic import write_bytes_atomic
 from .backend import INPUT_NAME
 from .cuda_device import open_device
 from .errors import EngineBuildError
 from .sidecar import write_sidecar
-from .tensorrt_env import current_environment, import_tensorrt
+from .tensorrt_env import RTX, RTX_COMPUTE_CAPABILITIES, TensorRT, build_environment, import_tensorrt
 from .trt_plugins import load_plugins
 
 
@@ -53,6 +56,8 @@ class BuildOptions:
     timing_cache: Path | None = None
     dla_core: int | None = None
     plugin_lib: str | None = None
+    flavour: str | None = None  # TENSORRT, RTX, or None: TensorRT where it imports, else TensorRT-RTX
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets ("8.6", ...); () = its portable default
 
 
 def input_profile(shape: tuple[int, ...], batch: BatchProfile | None) -> tuple[tuple[int, ...], ...]:
@@ -104,21 +109,57 @@ def _progress_monitor(trt: object, progress: Callable[[str], None]) -> object:
     return Monitor()
 
 
-def _parse(trt: object, network: object, logger: object, onnx_path: Path) -> None:
-    parser = trt.OnnxParser(network, logger)  # type: ignore[attr-defined]
+def _parse(tensorrt: TensorRT, network: object, logger: object, onnx_path: Path) -> None:
+    parser = tensorrt.module.OnnxParser(network, logger)
     if parser.parse_from_file(str(onnx_path)):
         return
     errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
     hint = ""
     if any("plugin" in error.lower() for error in errors):
+        other_modes = "--msda portable" if tensorrt.flavour == RTX else "--msda nvidia or --msda portable"
         hint = ("\nA plugin creator was not found: pass --plugin-lib PATH to libdetrt_trt_plugins, or export with "
-                "--msda nvidia or --msda portable")
+                f"{other_modes}")
     listing = "\n  ".join(errors[:10]) + (f"\n  ... {len(errors) - 10} more" if len(errors) > 10 else "")
     raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path} ({len(errors)} errors):\n  {listing}{hint}")
 
 
-def _configure(trt: object, builder: object, network: object, options: BuildOptions) -> tuple[object, list, object]:
+def rtx_unsupported_nodes(onnx_path: Path) -> list[str]:
+    """Op types of the graph that TensorRT-RTX cannot build: TensorRT's built-in plugins (MSDA v2, DCNv2),
+    and ONNX DeformConv, which TensorRT imports as a built-in plugin too."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return sorted({node.op_type for node in graph.node if node.domain == NVIDIA_PLUGIN.domain
+                   or (node.op_type == "DeformConv" and node.domain in ("", "ai.onnx"))})
+
+
+def _refuse_unsupported(tensorrt: TensorRT, onnx_path: Path, options: BuildOptions) -> None:
+    """Options and graphs the flavour at hand cannot build, refused before any work."""
+    if tensorrt.flavour == RTX:
+        unsupported = rtx_unsupported_nodes(onnx_path)
+        if "DeformConv" in unsupported or DEFORM_CONV_PLUGIN.name in unsupported:
+            raise EngineBuildError(f"{onnx_path} has a deformable-convolution backbone ({', '.join(unsupported)}), and "
+                                   "deformable convolution exists in TensorRT only as a built-in plugin, which TensorRT-RTX "
+                                   "does not have; build it with standard TensorRT (--flavour tensorrt)")
+        if unsupported:
+            raise EngineBuildError(f"{onnx_path} uses TensorRT's built-in plugins ({', '.join(unsupported)}), which "
+                                   "TensorRT-RTX does not have; export it with --msda plugin (detrt's MSDA plugin) or "
+                                   "--msda portable")
+        if options.dla_core is not None:
+            raise EngineBuildError("TensorRT-RTX has no DLA; leave out --dla, or build on a Jetson with --flavour tensorrt")
+    elif options.compute_capabilities:
+        raise EngineBuildError("--compute-capability applies to TensorRT-RTX only (standard TensorRT builds for the GPU "
+                               "at hand); add --flavour rtx or leave it out")
+
+
+def _configure(tensorrt: TensorRT, builder: object, network: object,
+               options: BuildOptions) -> tuple[object, list, object]:
+    trt = tensorrt.module
     config = builder.create_builder_config()  # type: ignore[attr-defined]
+    if tensorrt.flavour == RTX and options.compute_capabilities:
+        config.num_compute_capabilities = len(options.compute_capabilities)
+        for index, target in enumerate(options.compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, RTX_COMPUTE_CAPABILITIES[target]), index)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)  # type: ignore[attr-defined]
     cache = None
@@ -146,21 +187,25 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX {onnx_path} does not exist; export one with `detrt export`")
     metadata = read_metadata(onnx_path)
-    trt = import_tensorrt()
-    environment = current_environment(trt, open_device(0))
+    tensorrt = import_tensorrt(options.flavour)
+    _refuse_unsupported(tensorrt, onnx_path, options)
+    trt = tensorrt.module
+    device = None if tensorrt.builds_without_gpu else open_device(0)
+    environment = build_environment(tensorrt, device, options.compute_capabilities)
     logger = trt.Logger(trt.Logger.WARNING)
     plugins = load_plugins(trt, logger, metadata.msda, options.plugin_lib)
     builder = trt.Builder(logger)
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on (flag ignored) in 11
     network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     progress(f"parsing {onnx_path} (MSDA {metadata.msda}, {metadata.precision})")
-    _parse(trt, network, logger, onnx_path)
-    config, shapes, cache = _configure(trt, builder, network, options)
+    _parse(tensorrt, network, logger, onnx_path)
+    config, shapes, cache = _configure(tensorrt, builder, network, options)
     monitor = _progress_monitor(trt, progress)
     if monitor is not None:
         config.progress_monitor = monitor
-    progress(f"building for {environment['gpu']} (sm {environment['compute_capability']}), TensorRT "
-             f"{environment['tensorrt_version']}, input {shapes[0]}..{shapes[2]}")
+    target = (f"compute capabilities {', '.join(environment['compute_capabilities'])} (ahead of time, no GPU needed)"
+              if device is None else f"{environment['gpu']} (sm {environment['compute_capability']})")
+    progress(f"building for {target}, {tensorrt.flavour} {tensorrt.version}, input {shapes[0]}..{shapes[2]}")
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -30,13 +30,16 @@ def _open(args: argparse.Namespace):  # noqa: ANN202 (Model)
 def build(args: argparse.Namespace) -> dict:
     """Build a TensorRT engine and its sidecar from a detrt ONNX."""
     from .engine_build import BatchProfile, BuildOptions, build_engine
+    from .tensorrt_env import FLAVOUR_CHOICES, parse_compute_capabilities
 
     options = BuildOptions(batch=BatchProfile.parse(args.batch) if args.batch else None, workspace_mb=args.workspace,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None, dla_core=args.dla,
-                           plugin_lib=args.plugin_lib)
+                           plugin_lib=args.plugin_lib, flavour=FLAVOUR_CHOICES[args.flavour],
+                           compute_capabilities=parse_compute_capabilities(args.compute_capability))
     sidecar = build_engine(args.onnx, args.output, options, progress=_progress)
-    keys = ("tensorrt_version", "gpu", "compute_capability", "precision", "input_shapes", "plugins", "build_seconds")
-    return {"engine": args.output, **{key: sidecar[key] for key in keys}}
+    keys = ("tensorrt_flavour", "tensorrt_version", "gpu", "compute_capability", "compute_capabilities", "precision",
+            "input_shapes", "plugins", "build_seconds")
+    return {"engine": args.output, **{key: sidecar[key] for key in keys if key in sidecar}}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -88,7 +91,9 @@ def demo(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add build, run, bench and demo to the `detrt` parser."""
-    parser = sub.add_parser("build", help="build a TensorRT engine (+ JSON sidecar) from a detrt ONNX")
+    from .tensorrt_env import FLAVOUR_CHOICES, RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_TARGETS
+
+    parser = sub.add_parser("build", help="build a TensorRT or TensorRT-RTX engine (+ JSON sidecar) from a detrt ONNX")
     parser.add_argument("onnx", help="an ONNX written by `detrt export` (or calibrated from one)")
     parser.add_argument("-o", "--output", required=True, help="the engine file to write")
     parser.add_argument("--plugin-lib", help="libdetrt_trt_plugins (default: $DETRT_TRT_PLUGIN_LIB, then detrt/plugins)")
@@ -96,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB")
     parser.add_argument("--timing-cache", metavar="FILE", help="read and update this timing cache")
     parser.add_argument("--dla", type=int, metavar="N", help="build for DLA core N (GPU fallback on)")
+    parser.add_argument("--flavour", choices=list(FLAVOUR_CHOICES), default="auto",
+                        help="tensorrt: standard TensorRT (builds for the GPU here); rtx: TensorRT-RTX (builds ahead "
+                             "of time, no GPU needed); auto (default): tensorrt where it imports, else rtx")
+    parser.add_argument("--compute-capability", metavar="CC[,CC]",
+                        help=f"TensorRT-RTX targets, of {', '.join(RTX_COMPUTE_CAPABILITIES)} (default: RTX's portable "
+                             f"engine for {', '.join(RTX_DEFAULT_TARGETS)})")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=build)
 

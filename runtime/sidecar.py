@@ -1,8 +1,10 @@
 """The JSON sidecar beside every engine `detrt build` writes: what built it, for what, from what.
 
-An engine runs only with the TensorRT version and GPU it was built for; the sidecar records them
-(and the ONNX metadata that drives pre- and post-processing), and loading checks them first, so a
-mismatch is a clear message instead of a crash deep inside TensorRT.
+An engine runs only with the TensorRT flavour and version it was built with, and on the GPU it was
+built for (standard TensorRT: that very GPU model; TensorRT-RTX: one of its target compute
+capabilities). The sidecar records them (and the ONNX metadata that drives pre- and post-processing),
+and loading checks them first, so a mismatch is a clear message instead of a crash deep inside TensorRT.
+Sidecars without `tensorrt_flavour` (written before TensorRT-RTX support) are standard TensorRT's.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from detrt.detectors.atomic import write_json_atomic
 from .errors import EngineMismatchError
+from .tensorrt_env import RTX, TENSORRT
 
 FORMAT = 1
 CHECKED = {"tensorrt_version": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability"}
@@ -27,9 +30,14 @@ def write_sidecar(engine: str | Path, sidecar: dict) -> Path:
     return write_json_atomic(sidecar_path(engine), {"format": FORMAT, **sidecar})
 
 
-def _rebuild_hint(engine: Path, sidecar: dict | None) -> str:
+def _rebuild_hint(engine: Path, sidecar: dict | None, flags: str = "") -> str:
     source = (sidecar or {}).get("onnx", {}).get("path") or "MODEL.onnx"
-    return f"rebuild it here with `detrt build {source} -o {engine}`"
+    return f"rebuild it here with `detrt build {source} -o {engine}{flags}`"
+
+
+def flavour(sidecar: dict) -> str:
+    """The TensorRT flavour that built the engine of `sidecar`."""
+    return sidecar.get("tensorrt_flavour") or TENSORRT
 
 
 def read_sidecar(engine: str | Path) -> dict:
@@ -51,13 +59,27 @@ def read_sidecar(engine: str | Path) -> dict:
 
 def mismatches(sidecar: dict, environment: dict) -> list[str]:
     """What differs between the build environment in `sidecar` and the current `environment`."""
-    return [f"{label} {sidecar[key]!r} (built) vs {environment[key]!r} (here)"
-            for key, label in CHECKED.items() if str(sidecar[key]) != str(environment[key])]
+    built, here = flavour(sidecar), environment["tensorrt_flavour"]
+    if built != here:
+        return [f"TensorRT flavour {built!r} (built) vs {here!r} (here)"]
+    checked = {"tensorrt_version": CHECKED["tensorrt_version"]} if built == RTX else CHECKED
+    found = [f"{label} {sidecar[key]!r} (built) vs {environment[key]!r} (here)"
+             for key, label in checked.items() if str(sidecar[key]) != str(environment[key])]
+    targets = [str(target) for target in sidecar.get("compute_capabilities") or []]
+    if built == RTX and str(environment["compute_capability"]) not in targets:
+        found.append(f"compute capability {environment['compute_capability']!r} (here) is not among the engine's "
+                     f"targets {', '.join(targets)}")
+    return found
 
 
 def check_sidecar(sidecar: dict, environment: dict, engine: str | Path) -> None:
-    """Refuse an engine built for another TensorRT version or GPU, naming each difference and the fix."""
+    """Refuse an engine built with another TensorRT flavour or version, or for another GPU, naming each
+    difference and the fix."""
     found = mismatches(sidecar, environment)
     if found:
+        here = environment["tensorrt_flavour"]
+        flags = f" --flavour rtx --compute-capability {environment['compute_capability']}" if here == RTX else (
+            " --flavour tensorrt" if flavour(sidecar) != here else "")
         raise EngineMismatchError(f"{engine} was built for another TensorRT or GPU: {'; '.join(found)}. Engines run only "
-                                  f"where they were built; {_rebuild_hint(Path(engine), sidecar)}")
+                                  f"with the TensorRT they were built with, on the GPUs they target; "
+                                  f"{_rebuild_hint(Path(engine), sidecar, flags)}")

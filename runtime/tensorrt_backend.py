@@ -1,8 +1,11 @@
-"""TensorRT backend: a serialized engine run with the tensor-address API (TensorRT 10 and 11).
+"""TensorRT backend: a serialized engine run with the tensor-address API (TensorRT 10 and 11, and
+TensorRT-RTX on RTX-class GPUs).
 
 Buffers are allocated once for the largest batch of the engine's profile; each call copies the
 batch in, enqueues `execute_async_v3` (or replays a CUDA graph captured for that batch size) on one
-stream, and copies the outputs back. The engine's sidecar is checked before TensorRT sees the file.
+stream, and copies the outputs back. The engine's sidecar is checked before TensorRT sees the file,
+and it names the flavour to import. TensorRT-RTX compiles its kernels for the GPU at first use; the
+runtime cache beside the engine (`model.engine.runtime-cache`) keeps them for the next start.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from detrt.export import ModelMetadata
 
 from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from .cuda_device import open_device
-from .errors import EngineMismatchError
-from .sidecar import check_sidecar, read_sidecar
-from .tensorrt_env import current_environment, import_tensorrt
+from detrt.detectors.atomic import write_bytes_atomic
+
+from .errors import BackendUnavailableError, EngineMismatchError
+from .sidecar import check_sidecar, flavour, read_sidecar
+from .tensorrt_env import RTX, import_tensorrt, run_environment
 from .trt_plugins import load_plugins
 
 
@@ -31,18 +36,20 @@ class TensorRTBackend:
         if not path.is_file():
             raise FileNotFoundError(f"engine {path} does not exist; build one with `detrt build MODEL.onnx -o {path}`")
         sidecar = read_sidecar(path)
-        trt = import_tensorrt()
-        self.cuda = open_device(gpu_index(device))
-        check_sidecar(sidecar, current_environment(trt, self.cuda), path)
+        tensorrt = import_tensorrt(flavour(sidecar))
+        trt = tensorrt.module
+        self.cuda = _open_gpu(tensorrt, gpu_index(device))
+        check_sidecar(sidecar, run_environment(tensorrt, self.cuda), path)
         self.metadata = ModelMetadata.from_props(sidecar["metadata_props"])
-        self.device = f"cuda:{gpu_index(device)} ({sidecar['gpu']}, {self.cuda.library})"
+        self.device = f"cuda:{gpu_index(device)} ({self.cuda.properties()[0]}, {self.cuda.library})"
         logger = trt.Logger(trt.Logger.WARNING)
         load_plugins(trt, logger, self.metadata.msda, plugin_lib)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise EngineMismatchError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with "
                                       f"`detrt build {sidecar.get('onnx', {}).get('path', 'MODEL.onnx')} -o {path}`")
-        self.context = self.engine.create_execution_context()
+        self.runtime_cache = path.with_name(path.name + ".runtime-cache") if tensorrt.flavour == RTX else None
+        self.context = self._execution_context()
         high = tuple(self.engine.get_tensor_shape(INPUT_NAME))
         low = high
         if high[0] < 0:  # dynamic batch: the range of the (only) optimisation profile
@@ -57,6 +64,16 @@ class TensorRTBackend:
             self.context.set_tensor_address(name, self.buffers[name])
         self.cuda_graph = cuda_graph
         self.graphs: dict[int, object] = {}
+
+    def _execution_context(self) -> object:
+        """An execution context; under TensorRT-RTX with the runtime cache read from beside the engine."""
+        if self.runtime_cache is None:
+            return self.engine.create_execution_context()
+        config = self.engine.create_runtime_config()
+        self._cache = config.create_runtime_cache()
+        self._cache_loaded = self.runtime_cache.is_file() and self._cache.deserialize(self.runtime_cache.read_bytes())
+        config.set_runtime_cache(self._cache)
+        return self.engine.create_execution_context(config)
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.cuda.stream):
@@ -81,6 +98,9 @@ class TensorRTBackend:
         for name, array in outputs.items():
             self.cuda.download(array, self.buffers[name])
         self.cuda.synchronize()
+        if self.runtime_cache is not None and not self._cache_loaded:  # kernels compiled by this first run: keep them
+            write_bytes_atomic(self.runtime_cache, bytes(self._cache.serialize()))
+            self._cache_loaded = True
         return outputs
 
     def close(self) -> None:
@@ -88,3 +108,15 @@ class TensorRTBackend:
         for pointer in self.buffers.values():
             self.cuda.free(pointer)
         self.buffers.clear()
+
+
+def _open_gpu(tensorrt: object, index: int) -> object:
+    """The GPU an engine runs on; for TensorRT-RTX engines the error says which GPUs they need."""
+    try:
+        return open_device(index)
+    except BackendUnavailableError as error:
+        if tensorrt.flavour != RTX:  # type: ignore[attr-defined]
+            raise
+        raise BackendUnavailableError(f"TensorRT-RTX engines run on RTX-class NVIDIA GPUs (compute capability 7.5, "
+                                      f"8.x or 12.x; not Hopper) with a working driver, and none is usable here: "
+                                      f"{error}") from None

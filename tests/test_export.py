@@ -7,6 +7,8 @@ pixels), raw logits and normalised boxes within 1e-4, labels exactly.
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import onnx
 import pytest
@@ -15,15 +17,13 @@ from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 
-from detrt.detectors import Detector, PreprocessSpec
+from detrt.detectors import Detector
 from detrt.detectors.zoo import load_zoo
 from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, ExportOptions, export_onnx, read_metadata
 from detrt.export.export_module import ExportModule
 from detrt.export.ort_plugins import create_session
 from torch_runner import TorchRunner
-from variants import VARIANTS, small_config, small_model
-
-SIZE = (128, 128)
+from variants import EXPORT_SIZE as SIZE, VARIANTS, exported_variant, small_detector
 
 
 TOLERANCES = {"scores": 1e-4, "labels": 0.0, "boxes": 1e-4, "pred_logits": 1e-4, "pred_boxes": 1e-4}
@@ -47,33 +47,30 @@ def assert_matches_pytorch(detector: Detector, path, images: torch.Tensor, outpu
     assert set(accuracy.output_names()) == set(outputs), accuracy.output_names()
 
 
-def small_detector(name: str) -> Detector:
-    return Detector(small_model(name), small_config(name), PreprocessSpec(fixed_size=SIZE))
+def op_counts(path) -> dict[str, int]:  # noqa: ANN001
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
 @pytest.mark.parametrize("mode", ["plugin", "portable"])
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_every_variant_matches_pytorch_in_onnxruntime(name, mode, tmp_path):
+def test_every_variant_matches_pytorch_in_onnxruntime(name, mode):
     detector = small_detector(name)
-    opset = 19 if detector.config.deformable_stages else 17
-    batch = 2 if mode == "plugin" else None  # portable: dynamic batch, run at 2
-    path = tmp_path / f"{name}.onnx"
-    report = export_onnx(detector, path, ExportOptions(msda=mode, batch=batch, opset=opset, raw=True))
+    path = exported_variant(name, mode, batch=2 if mode == "plugin" else None)  # portable: dynamic batch, run at 2
+    ops = op_counts(path)
     has_msda = detector.config.arch == "deformable_detr"
-    assert (report.ops.get(DETRT_PLUGIN.name, 0) > 0) == (has_msda and mode == "plugin")
-    assert ("GridSample" in report.ops) == (has_msda and mode == "portable")
+    assert (ops.get(DETRT_PLUGIN.name, 0) > 0) == (has_msda and mode == "plugin")
+    assert ("GridSample" in ops) == (has_msda and mode == "portable")
     torch.manual_seed(1)
     # random weights give near-ties in the top-k, so compare the raw outputs (order-free) and the scores
     assert_matches_pytorch(detector, path, torch.rand(2, 3, *SIZE) * 255, ("scores", "pred_logits", "pred_boxes"))
 
 
 @pytest.mark.parametrize("name", sorted(n for n, v in VARIANTS.items() if v["arch"] == "deformable_detr"))
-def test_fused_plugin_graph_matches_pytorch(name, tmp_path):
+def test_fused_plugin_graph_matches_pytorch(name):
     detector = small_detector(name)
-    opset = 19 if detector.config.deformable_stages else 17
-    path = tmp_path / f"{name}-fused.onnx"
-    report = export_onnx(detector, path, ExportOptions(msda="plugin", fused=True, batch=2, opset=opset, raw=True))
-    assert report.ops[DETRT_FUSED_PLUGIN.name] == 4 and DETRT_PLUGIN.name not in report.ops  # 2 + 2 layers
+    path = exported_variant(name, "plugin", fused=True)
+    ops = op_counts(path)
+    assert ops[DETRT_FUSED_PLUGIN.name] == 4 and DETRT_PLUGIN.name not in ops  # 2 + 2 layers
     assert read_metadata(path).plugin_name == DETRT_FUSED_PLUGIN.name
     torch.manual_seed(2)
     assert_matches_pytorch(detector, path, torch.rand(2, 3, *SIZE) * 255, ("scores", "pred_logits", "pred_boxes"))

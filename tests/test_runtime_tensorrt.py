@@ -59,7 +59,7 @@ def test_opening_an_engine_checks_its_sidecar_before_tensorrt(tmp_path: Path) ->
         runtime.open(engine)
     if importlib.util.find_spec("tensorrt") is None:
         write_sidecar(engine, BUILT)
-        with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
+        with pytest.raises(BackendUnavailableError, match="TensorRT \\(tensorrt\\) is not installed"):
             runtime.open(engine)
 
 
@@ -97,9 +97,9 @@ def test_batch_profiles() -> None:
 def test_build_without_tensorrt_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    code = main(["build", str(exported("portable")), "-o", str(tmp_path / "model.engine")])
+    code = main(["build", str(exported("portable")), "-o", str(tmp_path / "model.engine"), "--flavour", "tensorrt"])
     err = capsys.readouterr().err
-    assert code == 2 and "TensorRT is not installed" in err and "[trt]" in err
+    assert code == 2 and "TensorRT (tensorrt) is not installed" in err and "[trt]" in err
     assert not (tmp_path / "model.engine").exists()
 
 

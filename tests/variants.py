@@ -1,9 +1,16 @@
-"""Small configurations of every detector variant, shared by the tests."""
+"""Small configurations of every detector variant, and their ONNX exports, shared by the tests."""
 from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 
-from detrt.detectors import DetectorConfig, build_model
+from detrt.detectors import Detector, DetectorConfig, PreprocessSpec, build_model
+from detrt.export import ExportOptions, export_onnx
 
 SMALL = dict(hidden_dim=64, nheads=4, enc_layers=2, dec_layers=2, dim_feedforward=128, num_queries=12,
              num_classes=7, backbone="resnet18", dropout=0.0, num_select=20)
@@ -49,3 +56,28 @@ def small_model(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomised model of the variant `name`, in eval mode."""
     torch.manual_seed(seed)
     return randomize_(build_model(small_config(name)), seed).eval()
+
+
+EXPORT_SIZE = (128, 128)
+
+
+def small_detector(name: str) -> Detector:
+    """The randomised variant `name` as a Detector with a fixed EXPORT_SIZE input (same weights every call)."""
+    return Detector(small_model(name), small_config(name), PreprocessSpec(fixed_size=EXPORT_SIZE))
+
+
+@functools.cache
+def _export_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="detrt-variant-exports-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@functools.cache
+def exported_variant(name: str, mode: str, fused: bool = False, batch: int | None = 2) -> Path:
+    """`small_detector(name)` exported once per test process with raw outputs (opset 19 for DCN backbones)."""
+    detector = small_detector(name)
+    opset = 19 if detector.config.deformable_stages else 17
+    path = _export_folder() / f"{name}-{mode}{'-fused' if fused else ''}-{batch or 'dynamic'}.onnx"
+    export_onnx(detector, path, ExportOptions(msda=mode, fused=fused, batch=batch, opset=opset, raw=True))
+    return path

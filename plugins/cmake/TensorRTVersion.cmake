@@ -1,0 +1,36 @@
+# detrt_tensorrt_version(<include dir> <version var> <flavour var>)
+#
+# Reads NvInferVersion.h in <include dir> and sets <version var> to MAJOR.MINOR.PATCH and <flavour var>
+# to "TensorRT" or "TensorRT-RTX". Three header styles exist:
+#   TensorRT <= 10.x      #define NV_TENSORRT_MAJOR 10
+#   TensorRT >= 10.11     #define TRT_MAJOR_ENTERPRISE 10   (NV_TENSORRT_MAJOR refers to it)
+#   TensorRT-RTX          #define TRT_MAJOR_RTX 1           (major 1: its own numbering)
+# Missing parts leave the version empty ("").
+function(detrt_tensorrt_version include_dir version_var flavour_var)
+  file(STRINGS "${include_dir}/NvInferVersion.h" lines
+       REGEX "^#define +(NV_TENSORRT|TRT)_(MAJOR|MINOR|PATCH)(_ENTERPRISE|_RTX)? +[0-9]+")
+  set(flavour "TensorRT")
+  foreach(line IN LISTS lines)
+    if(line MATCHES "_RTX +[0-9]+")
+      set(flavour "TensorRT-RTX")
+    endif()
+  endforeach()
+  set(parts "")
+  foreach(part MAJOR MINOR PATCH)
+    set(value "")
+    foreach(line IN LISTS lines)
+      if(line MATCHES "_${part}(_ENTERPRISE|_RTX)? +([0-9]+)")
+        set(value "${CMAKE_MATCH_2}")
+      endif()
+    endforeach()
+    if(value STREQUAL "")
+      set(${version_var} "" PARENT_SCOPE)
+      set(${flavour_var} "${flavour}" PARENT_SCOPE)
+      return()
+    endif()
+    list(APPEND parts "${value}")
+  endforeach()
+  list(JOIN parts "." version)
+  set(${version_var} "${version}" PARENT_SCOPE)
+  set(${flavour_var} "${flavour}" PARENT_SCOPE)
+endfunction()
