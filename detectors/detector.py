@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .config import DetectorConfig
 from .detections import Detections
-from .postprocess import postprocess_sigmoid_topk, postprocess_softmax
+from . import architectures
 from .preprocess import Batch, PreprocessSpec, preprocess, resized_shape
 
 
@@ -36,15 +36,13 @@ class Detector:
                  class_names: list[str] | None = None) -> None:
         self.model = model.eval()
         self.config = config
+        self.architecture = architectures.get(config.arch)
         self.preprocess = preprocess or PreprocessSpec()
         self.class_names = class_names or [str(i) for i in range(config.num_classes)]
 
     def postprocess(self, outputs: dict[str, Tensor], image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw outputs -> scores, labels, xyxy pixel boxes, by the rule of this architecture."""
-        if self.config.arch == "detr":
-            return postprocess_softmax(outputs["pred_logits"], outputs["pred_boxes"], image_sizes)
-        return postprocess_sigmoid_topk(outputs["pred_logits"], outputs["pred_boxes"], image_sizes,
-                                        self.config.num_select)
+        return self.architecture.postprocess(outputs["pred_logits"], outputs["pred_boxes"], image_sizes, self.config)
 
     @torch.inference_mode()
     def detect(self, batch: Batch) -> list[Detections]:

@@ -1,4 +1,4 @@
-"""Convert HuggingFace `transformers` DETR, Conditional DETR and Deformable DETR detectors.
+"""Convert HuggingFace `transformers` detectors of the registered families (`Architecture.hf_class`).
 
 `hf_to_reference` reads the HF config into a `DetectorConfig` and walks the HF modules, as the
 installed transformers (5.x) lays them out, to fill a state dict in the layout of the reference
@@ -6,9 +6,9 @@ repositories. Walking modules rather than renaming keys keeps the mapping indepe
 names its checkpoint keys; a module HF does not have raises a clear error instead of a silent miss.
 Projections HF keeps separate (q/k/v) are packed into `nn.MultiheadAttention`'s `in_proj_*`.
 
-Where HF holds more than one copy of a head (Deformable DETR keeps `bbox_embed` / `class_embed`
-and the decoder's own copies, tied or not depending on `tie_word_embeddings`), each reference key
-takes the copy that HF's forward uses for the final `logits` / `pred_boxes`.
+This module holds what the families share (the backbone, the config fields every family has, the
+layer-copying helpers); each family's own config fields and modules are in its registry entry
+(`Architecture.hf_config`, `Architecture.hf_state`).
 """
 from __future__ import annotations
 
@@ -18,16 +18,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from . import architectures
 from .config import DetectorConfig
 from .detector import Detector
 from .loader import detector_from_state_dict
 from .preprocess import PreprocessSpec
 
-ARCH_OF_CLASS = {
-    "DetrForObjectDetection": "detr",
-    "ConditionalDetrForObjectDetection": "conditional_detr",
-    "DeformableDetrForObjectDetection": "deformable_detr",
-}
 _RESNET_OF_LAYOUT = {  # (HF ResNet layer_type, depths) -> torchvision ResNet
     ("basic", (2, 2, 2, 2)): "resnet18",
     ("basic", (3, 4, 6, 3)): "resnet34",
@@ -65,35 +61,40 @@ def load_hf_model(model_or_dir: nn.Module | str | os.PathLike) -> nn.Module:
     from transformers import AutoConfig, AutoModelForObjectDetection
 
     hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
-    classes = [name for name in (hf_config.architectures or []) if name not in ARCH_OF_CLASS]
-    if classes or hf_config.model_type not in {"detr", "conditional_detr", "deformable_detr"}:
+    classes = [name for name in (hf_config.architectures or []) if architectures.of_hf_class(name) is None]
+    if classes or not hf_config.architectures:
         raise UnsupportedHFModelError(
-            f"{path} holds a {', '.join(classes) or hf_config.model_type} model; "
-            f"only {', '.join(ARCH_OF_CLASS)} can be converted")
+            f"{path} holds a {', '.join(classes) or hf_config.model_type} model; only {', '.join(convertible())} "
+            "can be converted")
     return AutoModelForObjectDetection.from_pretrained(path, local_files_only=True)
 
 
 @torch.no_grad()
 def hf_to_reference(hf_model: nn.Module) -> tuple[DetectorConfig, StateDict, list[str]]:
     """(config, state dict in the reference repositories' layout, class names) of a HF detector."""
-    arch = ARCH_OF_CLASS.get(type(hf_model).__name__)
-    if arch is None:
+    architecture = architectures.of_hf_class(type(hf_model).__name__)
+    if architecture is None:
         raise UnsupportedHFModelError(
-            f"cannot convert a {type(hf_model).__name__}; only {', '.join(ARCH_OF_CLASS)} can be converted")
+            f"cannot convert a {type(hf_model).__name__}; only {', '.join(convertible())} can be converted")
     import transformers
 
     if int(transformers.__version__.split(".")[0]) < 5:
         raise UnsupportedHFModelError(f"transformers {transformers.__version__} is installed; the converter reads "
                                       "the configs and module layout of transformers 5.x")
-    config = detector_config(hf_model.config, arch)
+    config = detector_config(hf_model.config, architecture)
     try:
         state = _backbone_state(hf_model.model, config)
-        state.update(_STATE_OF_ARCH[arch](hf_model, config))
+        state.update(architecture.hf_state(hf_model, config))
     except AttributeError as error:  # a later transformers that lays the modules out differently
         raise UnsupportedHFModelError(
             f"this {type(hf_model).__name__} (transformers {transformers.__version__}) does not have the module "
             f"layout of transformers 5.x that the converter reads: {error}") from error
     return config, state, hf_class_names(hf_model.config)
+
+
+def convertible() -> list[str]:
+    """The transformers classes `from_hf` converts."""
+    return [a.hf_class for a in architectures.all_architectures() if a.hf_class]
 
 
 def hf_class_names(hf_config: object) -> list[str]:
@@ -107,37 +108,27 @@ def hf_class_names(hf_config: object) -> list[str]:
 # ----------------------------------------------------------------------------- configuration
 
 
-def detector_config(hf_config: object, arch: str) -> DetectorConfig:
-    """The `DetectorConfig` equivalent to a HF DETR-family config."""
+def detector_config(hf_config: object, architecture: architectures.Architecture) -> DetectorConfig:
+    """The `DetectorConfig` equivalent to a HF config of `architecture`'s family."""
     c = hf_config
-    _require(c.activation_function == "relu", f"activation_function {c.activation_function!r} (only 'relu')")
-    _require(c.num_channels == 3, f"num_channels {c.num_channels} (only RGB, 3)")
-    _require(c.encoder_attention_heads == c.decoder_attention_heads,
-             f"different encoder/decoder heads ({c.encoder_attention_heads}/{c.decoder_attention_heads})")
-    _require(c.encoder_ffn_dim == c.decoder_ffn_dim,
-             f"different encoder/decoder FFN sizes ({c.encoder_ffn_dim}/{c.decoder_ffn_dim})")
-    _require(c.position_embedding_type in ("sine", "learned"),
-             f"position_embedding_type {c.position_embedding_type!r}")
-    if arch != "deformable_detr":
-        # HF DETR / Conditional DETR with auxiliary_loss feed LayerNorm-ed states to the next decoder
-        # layer (and normalise the last one twice); the reference repositories normalise copies only.
-        _require(not c.auxiliary_loss, "auxiliary_loss=True, with which HF computes the decoder differently "
-                                       "from the reference repositories; set model.config.auxiliary_loss = False "
-                                       "if the model was trained without it")
-    backbone, dilation = backbone_name(c, arch)
+    require_hf(c.activation_function == "relu", f"activation_function {c.activation_function!r} (only 'relu')")
+    require_hf(c.num_channels == 3, f"num_channels {c.num_channels} (only RGB, 3)")
+    require_hf(c.encoder_attention_heads == c.decoder_attention_heads,
+               f"different encoder/decoder heads ({c.encoder_attention_heads}/{c.decoder_attention_heads})")
+    require_hf(c.encoder_ffn_dim == c.decoder_ffn_dim,
+               f"different encoder/decoder FFN sizes ({c.encoder_ffn_dim}/{c.decoder_ffn_dim})")
+    require_hf(c.position_embedding_type in ("sine", "learned"),
+               f"position_embedding_type {c.position_embedding_type!r}")
+    backbone, dilation = backbone_name(c, architecture)
     fields = dict(num_classes=len(c.id2label), hidden_dim=c.d_model, nheads=c.encoder_attention_heads,
                   enc_layers=c.encoder_layers, dec_layers=c.decoder_layers, dim_feedforward=c.encoder_ffn_dim,
                   dropout=c.dropout, backbone=backbone, dilation=dilation,
                   position_embedding=c.position_embedding_type, num_queries=c.num_queries)
-    if arch == "deformable_detr":
-        fields.update(num_feature_levels=c.num_feature_levels, enc_n_points=c.encoder_n_points,
-                      dec_n_points=c.decoder_n_points, with_box_refine=c.with_box_refine, two_stage=c.two_stage)
-        if c.two_stage:  # HF decodes two_stage_num_proposals queries; the reference decodes num_queries
-            fields["num_queries"] = c.two_stage_num_proposals
-    return DetectorConfig.for_arch(arch, **fields)
+    fields.update(architecture.hf_config(c))
+    return DetectorConfig.for_arch(architecture.name, **fields)
 
 
-def backbone_name(hf_config: object, arch: str) -> tuple[str, bool]:
+def backbone_name(hf_config: object, architecture: architectures.Architecture) -> tuple[str, bool]:
     """(torchvision ResNet name, DC5 dilation) of the HF backbone; anything else is unsupported."""
     backbone = hf_config.backbone_config
     kind = getattr(backbone, "model_type", None)
@@ -147,14 +138,15 @@ def backbone_name(hf_config: object, arch: str) -> tuple[str, bool]:
         dilation = False  # HF's own ResNet has no dilation: HF ignores `dilation` with it
     elif kind == "timm_backbone":
         name = backbone.backbone.removeprefix("timm/").split(".")[0]
-        _require(name in _TIMM_RESNETS, f"timm backbone {backbone.backbone!r} (only {', '.join(_TIMM_RESNETS)})")
+        require_hf(name in _TIMM_RESNETS, f"timm backbone {backbone.backbone!r} (only {', '.join(_TIMM_RESNETS)})")
         stages = [int(index) % 5 for index in backbone.out_indices]  # timm ResNet features: stem, layer1..4
-        _require(backbone.output_stride in (None, 32, 16), f"timm output_stride {backbone.output_stride}")
+        require_hf(backbone.output_stride in (None, 32, 16), f"timm output_stride {backbone.output_stride}")
         dilation = backbone.output_stride == 16
     else:
         raise UnsupportedHFModelError(f"backbone {kind!r}: only a ResNet-18/34/50/101 (HF ResNet or timm) maps to "
                                       "the reference backbone")
-    _check_stages(stages, arch, getattr(hf_config, "num_feature_levels", 1))
+    multi_scale = "num_feature_levels" in architecture.options
+    _check_stages(stages, multi_scale, getattr(hf_config, "num_feature_levels", 1))
     return name, dilation
 
 
@@ -162,30 +154,30 @@ def _hf_resnet_name(backbone: object) -> str:
     """The torchvision ResNet that a HF ResNet config describes exactly."""
     layout = (backbone.layer_type, tuple(backbone.depths))
     name = _RESNET_OF_LAYOUT.get(layout)
-    _require(name is not None, f"HF ResNet with {backbone.layer_type} layers of depths {list(backbone.depths)} "
+    require_hf(name is not None, f"HF ResNet with {backbone.layer_type} layers of depths {list(backbone.depths)} "
                                f"(only those of {', '.join(_RESNET_OF_LAYOUT.values())})")
     for field, value, expected in (("hidden_sizes", list(backbone.hidden_sizes), _RESNET_WIDTHS[backbone.layer_type]),
                                    ("embedding_size", backbone.embedding_size, 64),
                                    ("hidden_act", backbone.hidden_act, "relu"),
                                    ("downsample_in_first_stage", backbone.downsample_in_first_stage, False),
                                    ("downsample_in_bottleneck", backbone.downsample_in_bottleneck, False)):
-        _require(value == expected, f"HF ResNet {field}={value!r} ({name} needs {expected!r})")
+        require_hf(value == expected, f"HF ResNet {field}={value!r} ({name} needs {expected!r})")
     return name
 
 
-def _check_stages(stages: list[int], arch: str, num_feature_levels: int) -> None:
+def _check_stages(stages: list[int], multi_scale: bool, num_feature_levels: int) -> None:
     """The reference models read stage 4 (DETR, Conditional DETR, single-scale) or stages 2-4."""
-    if arch != "deformable_detr":
-        _require(stages[-1] == 4, f"backbone output stages {stages} (the last must be stage 4)")
+    if not multi_scale:
+        require_hf(stages[-1] == 4, f"backbone output stages {stages} (the last must be stage 4)")
     elif num_feature_levels == 1:
-        _require(stages == [4], f"backbone output stages {stages} with 1 feature level (needs [4])")
+        require_hf(stages == [4], f"backbone output stages {stages} with 1 feature level (needs [4])")
     else:
-        _require(stages == [2, 3, 4] and num_feature_levels >= 3,
+        require_hf(stages == [2, 3, 4] and num_feature_levels >= 3,
                  f"backbone output stages {stages} with {num_feature_levels} feature levels "
                  "(needs stages [2, 3, 4] and at least 3 levels)")
 
 
-def _require(condition: bool, unsupported: str) -> None:
+def require_hf(condition: bool, unsupported: str) -> None:
     """Raise UnsupportedHFModelError naming `unsupported` unless `condition`."""
     if not condition:
         raise UnsupportedHFModelError(f"unsupported HF option: {unsupported}")
@@ -194,24 +186,24 @@ def _require(condition: bool, unsupported: str) -> None:
 # ----------------------------------------------------------------------------- weights
 
 
-def _put(state: StateDict, prefix: str, module: nn.Module) -> None:
+def put(state: StateDict, prefix: str, module: nn.Module) -> None:
     """Every tensor of `module`'s own state dict, under `prefix`."""
     for name, tensor in module.state_dict().items():
         state[f"{prefix}.{name}"] = tensor
 
 
-def _put_attention(state: StateDict, prefix: str, attention: nn.Module) -> None:
+def put_attention(state: StateDict, prefix: str, attention: nn.Module) -> None:
     """HF q/k/v/o projections -> nn.MultiheadAttention's packed in_proj and out_proj."""
     projections = (attention.q_proj, attention.k_proj, attention.v_proj)
     state[f"{prefix}.in_proj_weight"] = torch.cat([p.weight for p in projections])
     state[f"{prefix}.in_proj_bias"] = torch.cat([p.bias for p in projections])
-    _put(state, f"{prefix}.out_proj", attention.o_proj)
+    put(state, f"{prefix}.out_proj", attention.o_proj)
 
 
-def _put_ffn(state: StateDict, prefix: str, layer: nn.Module) -> None:
+def put_ffn(state: StateDict, prefix: str, layer: nn.Module) -> None:
     """HF mlp.fc1 / mlp.fc2 -> linear1 / linear2."""
-    _put(state, f"{prefix}.linear1", layer.mlp.fc1)
-    _put(state, f"{prefix}.linear2", layer.mlp.fc2)
+    put(state, f"{prefix}.linear1", layer.mlp.fc1)
+    put(state, f"{prefix}.linear2", layer.mlp.fc2)
 
 
 def _backbone_state(hf_base: nn.Module, config: DetectorConfig) -> StateDict:
@@ -219,160 +211,53 @@ def _backbone_state(hf_base: nn.Module, config: DetectorConfig) -> StateDict:
     state: StateDict = {}
     body = hf_base.backbone.model
     if hasattr(body, "embedder"):  # HF ResNet
-        _put_hf_resnet(state, "backbone.0.body", body)
+        put_hf_resnet(state, "backbone.0.body", body)
     else:  # timm ResNet: torchvision's module names already
-        _put(state, "backbone.0.body", body)
+        put(state, "backbone.0.body", body)
     if config.position_embedding == "learned":
-        _put(state, "backbone.1.row_embed", hf_base.position_embedding.row_embeddings)
-        _put(state, "backbone.1.col_embed", hf_base.position_embedding.column_embeddings)
+        put(state, "backbone.1.row_embed", hf_base.position_embedding.row_embeddings)
+        put(state, "backbone.1.col_embed", hf_base.position_embedding.column_embeddings)
     return state
 
 
-def _put_hf_resnet(state: StateDict, prefix: str, resnet: nn.Module) -> None:
+def put_hf_resnet(state: StateDict, prefix: str, resnet: nn.Module) -> None:
     """HF ResNet stem/stages/layers -> torchvision conv1/bn1/layerS.B.{convI,bnI,downsample}."""
-    _put(state, f"{prefix}.conv1", resnet.embedder.embedder.convolution)
-    _put(state, f"{prefix}.bn1", resnet.embedder.embedder.normalization)
+    put(state, f"{prefix}.conv1", resnet.embedder.embedder.convolution)
+    put(state, f"{prefix}.bn1", resnet.embedder.embedder.normalization)
     for stage_index, stage in enumerate(resnet.encoder.stages, start=1):
         for block_index, block in enumerate(stage.layers):
             block_prefix = f"{prefix}.layer{stage_index}.{block_index}"
             for conv_index, conv_layer in enumerate(block.layer, start=1):
-                _put(state, f"{block_prefix}.conv{conv_index}", conv_layer.convolution)
-                _put(state, f"{block_prefix}.bn{conv_index}", conv_layer.normalization)
+                put(state, f"{block_prefix}.conv{conv_index}", conv_layer.convolution)
+                put(state, f"{block_prefix}.bn{conv_index}", conv_layer.normalization)
             if not isinstance(block.shortcut, nn.Identity):
-                _put(state, f"{block_prefix}.downsample.0", block.shortcut.convolution)
-                _put(state, f"{block_prefix}.downsample.1", block.shortcut.normalization)
+                put(state, f"{block_prefix}.downsample.0", block.shortcut.convolution)
+                put(state, f"{block_prefix}.downsample.1", block.shortcut.normalization)
 
 
-def _put_detr_encoder(state: StateDict, encoder: nn.Module) -> None:
+def put_detr_encoder(state: StateDict, encoder: nn.Module) -> None:
     """DETR / Conditional DETR encoder layers (post-norm)."""
     for i, layer in enumerate(encoder.layers):
         prefix = f"transformer.encoder.layers.{i}"
-        _put_attention(state, f"{prefix}.self_attn", layer.self_attn)
-        _put(state, f"{prefix}.norm1", layer.self_attn_layer_norm)
-        _put_ffn(state, prefix, layer)
-        _put(state, f"{prefix}.norm2", layer.final_layer_norm)
+        put_attention(state, f"{prefix}.self_attn", layer.self_attn)
+        put(state, f"{prefix}.norm1", layer.self_attn_layer_norm)
+        put_ffn(state, prefix, layer)
+        put(state, f"{prefix}.norm2", layer.final_layer_norm)
 
 
-def _put_decoder_norms(state: StateDict, prefix: str, layer: nn.Module) -> None:
+def put_decoder_norms(state: StateDict, prefix: str, layer: nn.Module) -> None:
     """Post-norm decoder: self-attention, cross-attention and FFN norms are norm1, norm2, norm3."""
-    _put(state, f"{prefix}.norm1", layer.self_attn_layer_norm)
-    _put(state, f"{prefix}.norm2", layer.encoder_attn_layer_norm)
-    _put(state, f"{prefix}.norm3", layer.final_layer_norm)
+    put(state, f"{prefix}.norm1", layer.self_attn_layer_norm)
+    put(state, f"{prefix}.norm2", layer.encoder_attn_layer_norm)
+    put(state, f"{prefix}.norm3", layer.final_layer_norm)
 
 
-def _put_detr_common(state: StateDict, hf_model: nn.Module) -> None:
+def put_detr_common(state: StateDict, hf_model: nn.Module) -> None:
     """What DETR and Conditional DETR share: projection, queries, encoder, final norm, heads."""
     base = hf_model.model
-    _put(state, "input_proj", base.input_projection)
-    _put(state, "query_embed", base.query_position_embeddings)
-    _put_detr_encoder(state, base.encoder)
-    _put(state, "transformer.decoder.norm", base.decoder.layernorm)
-    _put(state, "class_embed", hf_model.class_labels_classifier)
-    _put(state, "bbox_embed", hf_model.bbox_predictor)
-
-
-def _detr_state(hf_model: nn.Module, config: DetectorConfig) -> StateDict:
-    """DETR: everything but the backbone."""
-    state: StateDict = {}
-    _put_detr_common(state, hf_model)
-    for i, layer in enumerate(hf_model.model.decoder.layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        _put_attention(state, f"{prefix}.self_attn", layer.self_attn)
-        _put_attention(state, f"{prefix}.multihead_attn", layer.encoder_attn)
-        _put_decoder_norms(state, prefix, layer)
-        _put_ffn(state, prefix, layer)
-    return state
-
-
-_CONDITIONAL_PROJECTIONS = {  # HF (attention module, projection) -> reference decoder layer attribute
-    ("self_attn", "q_content_proj"): "sa_qcontent_proj",
-    ("self_attn", "q_pos_proj"): "sa_qpos_proj",
-    ("self_attn", "k_content_proj"): "sa_kcontent_proj",
-    ("self_attn", "k_pos_proj"): "sa_kpos_proj",
-    ("self_attn", "v_proj"): "sa_v_proj",
-    ("self_attn", "o_proj"): "self_attn.out_proj",
-    ("encoder_attn", "q_content_proj"): "ca_qcontent_proj",
-    ("encoder_attn", "q_pos_proj"): "ca_qpos_proj",  # first layer only; None in the others
-    ("encoder_attn", "k_content_proj"): "ca_kcontent_proj",
-    ("encoder_attn", "k_pos_proj"): "ca_kpos_proj",
-    ("encoder_attn", "v_proj"): "ca_v_proj",
-    ("encoder_attn", "q_pos_sine_proj"): "ca_qpos_sine_proj",
-    ("encoder_attn", "o_proj"): "cross_attn.out_proj",
-}
-
-
-def _conditional_state(hf_model: nn.Module, config: DetectorConfig) -> StateDict:
-    """Conditional DETR: everything but the backbone."""
-    state: StateDict = {}
-    _put_detr_common(state, hf_model)
-    decoder = hf_model.model.decoder
-    _put(state, "transformer.decoder.query_scale", decoder.query_scale)
-    _put(state, "transformer.decoder.ref_point_head", decoder.ref_point_head)
-    for i, layer in enumerate(decoder.layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        for (attention, projection), target in _CONDITIONAL_PROJECTIONS.items():
-            module = getattr(getattr(layer, attention), projection)
-            if module is not None:
-                _put(state, f"{prefix}.{target}", module)
-        _put_decoder_norms(state, prefix, layer)
-        _put_ffn(state, prefix, layer)
-    return state
-
-
-def _deformable_state(hf_model: nn.Module, config: DetectorConfig) -> StateDict:
-    """Deformable DETR: everything but the backbone."""
-    state: StateDict = {}
-    base = hf_model.model
-    _put(state, "input_proj", base.input_proj)
-    state["transformer.level_embed"] = base.level_embed.detach()
-    if config.two_stage:
-        for name in ("enc_output", "enc_output_norm", "pos_trans", "pos_trans_norm"):
-            _put(state, f"transformer.{name}", getattr(base, name))
-    else:
-        _put(state, "query_embed", base.query_position_embeddings)
-        _put(state, "transformer.reference_points", base.reference_points)
-    for i, layer in enumerate(base.encoder.layers):
-        prefix = f"transformer.encoder.layers.{i}"
-        _put(state, f"{prefix}.self_attn", layer.self_attn)
-        _put(state, f"{prefix}.norm1", layer.self_attn_layer_norm)
-        _put_ffn(state, prefix, layer)
-        _put(state, f"{prefix}.norm2", layer.final_layer_norm)
-    for i, layer in enumerate(base.decoder.layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        _put_attention(state, f"{prefix}.self_attn", layer.self_attn)
-        _put(state, f"{prefix}.norm2", layer.self_attn_layer_norm)  # the reference's decoder norm order
-        _put(state, f"{prefix}.cross_attn", layer.encoder_attn)
-        _put(state, f"{prefix}.norm1", layer.encoder_attn_layer_norm)
-        _put_ffn(state, prefix, layer)
-        _put(state, f"{prefix}.norm3", layer.final_layer_norm)
-    _put_deformable_heads(state, hf_model, config)
-    return state
-
-
-def _put_deformable_heads(state: StateDict, hf_model: nn.Module, config: DetectorConfig) -> None:
-    """class_embed.i / bbox_embed.i (+ the decoder's aliases) from the copies HF's forward uses.
-
-    HF predicts the final boxes with `bbox_embed[L-1]` from references refined by the decoder's
-    `bbox_embed[0..L-2]`, and the two-stage proposals with the decoder's heads at index L.
-    """
-    last = config.dec_layers - 1
-    decoder = hf_model.model.decoder
-    if not config.with_box_refine:  # one shared head in the reference; HF's output uses the last one
-        class_heads = [hf_model.class_embed[last]] * config.dec_layers
-        box_heads = [hf_model.bbox_embed[last]] * config.dec_layers
-    else:
-        class_heads = list(hf_model.class_embed[:last + 1])
-        box_heads = list(decoder.bbox_embed[:last]) + [hf_model.bbox_embed[last]]
-    if config.two_stage:
-        class_heads.append(decoder.class_embed[last + 1])
-        box_heads.append(decoder.bbox_embed[last + 1])
-    for i, (class_head, box_head) in enumerate(zip(class_heads, box_heads)):
-        _put(state, f"class_embed.{i}", class_head)
-        _put(state, f"bbox_embed.{i}", box_head)
-        if config.with_box_refine:
-            _put(state, f"transformer.decoder.bbox_embed.{i}", box_head)
-        if config.two_stage:
-            _put(state, f"transformer.decoder.class_embed.{i}", class_head)
-
-
-_STATE_OF_ARCH = {"detr": _detr_state, "conditional_detr": _conditional_state, "deformable_detr": _deformable_state}
+    put(state, "input_proj", base.input_projection)
+    put(state, "query_embed", base.query_position_embeddings)
+    put_detr_encoder(state, base.encoder)
+    put(state, "transformer.decoder.norm", base.decoder.layernorm)
+    put(state, "class_embed", hf_model.class_labels_classifier)
+    put(state, "bbox_embed", hf_model.bbox_predictor)

@@ -1,7 +1,9 @@
 """Infer a `DetectorConfig` from a reference-layout state dict and the saved training `args`.
 
 What the weights show wins over `args`; what neither shows (heads, DC5) comes from `args`, then
-from the reference defaults. Explicit overrides win over everything.
+from the reference defaults. Explicit overrides win over everything. The parts every family shares
+(backbone, layer counts, FFN width, position embedding) are read here; each family's registry entry
+reads its own (`Architecture.config_from_weights`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
+from . import architectures
 from .config import DetectorConfig
 
 _ARGS_FIELDS = ("nheads", "dilation", "num_queries", "dropout", "num_select", "hidden_dim", "enc_n_points",
@@ -18,29 +21,26 @@ _ARGS_FIELDS = ("nheads", "dilation", "num_queries", "dropout", "num_select", "h
 _POSITION_ALIASES = {"v2": "sine", "v3": "learned"}
 
 
-def infer_arch(state_dict: dict[str, Tensor]) -> str | None:
-    """'deformable_detr', 'conditional_detr', 'detr', or None when no marker key is present."""
-    if "transformer.level_embed" in state_dict:
-        return "deformable_detr"
-    if any(k.startswith("transformer.decoder.ref_point_head.") for k in state_dict):
-        return "conditional_detr"
-    if any(k.startswith("transformer.decoder.layers.0.multihead_attn.") for k in state_dict):
-        return "detr"
-    return None
-
-
-def _count(state_dict: dict[str, Tensor], prefix: str) -> int:
+def count(state_dict: dict[str, Tensor], prefix: str) -> int:
+    """How many numbered children `prefix0.`, `prefix1.`, ... the state dict has."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     indices = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
     return max(indices) + 1 if indices else 0
 
 
-def _rows(state_dict: dict[str, Tensor], key: str) -> int | None:
+def rows(state_dict: dict[str, Tensor], key: str) -> int | None:
+    """The first dimension of `state_dict[key]`, or None when the key is absent."""
     return int(state_dict[key].shape[0]) if key in state_dict else None
 
 
+def query_and_width(state_dict: dict[str, Tensor]) -> dict[str, Any]:
+    """num_queries and hidden_dim from a learned `query_embed` (Q, d), when there is one."""
+    query = state_dict.get("query_embed.weight")
+    return {} if query is None else dict(zip(("num_queries", "hidden_dim"), (int(s) for s in query.shape)))
+
+
 def _backbone(state_dict: dict[str, Tensor]) -> str | None:
-    blocks = _count(state_dict, "backbone.0.body.layer3.")
+    blocks = count(state_dict, "backbone.0.body.layer3.")
     bottleneck = "backbone.0.body.layer1.0.conv3.weight" in state_dict
     return {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50", (23, True): "resnet101"}.get(
         (blocks, bottleneck))
@@ -49,39 +49,15 @@ def _backbone(state_dict: dict[str, Tensor]) -> str | None:
 def _from_weights(state_dict: dict[str, Tensor], arch: str, nheads: int) -> dict[str, Any]:
     found: dict[str, Any] = {
         "backbone": _backbone(state_dict),
-        "backbone_width": _rows(state_dict, "backbone.0.body.conv1.weight"),
-        "enc_layers": _count(state_dict, "transformer.encoder.layers.") or None,
-        "dec_layers": _count(state_dict, "transformer.decoder.layers.") or None,
-        "dim_feedforward": _rows(state_dict, "transformer.encoder.layers.0.linear1.weight"),
+        "backbone_width": rows(state_dict, "backbone.0.body.conv1.weight"),
+        "enc_layers": count(state_dict, "transformer.encoder.layers.") or None,
+        "dec_layers": count(state_dict, "transformer.decoder.layers.") or None,
+        "dim_feedforward": rows(state_dict, "transformer.encoder.layers.0.linear1.weight"),
         "deformable_stages": tuple(s for s in range(1, 5) if f"backbone.0.body.layer{s}.0.conv2.conv_offset.weight" in state_dict),
     }
     if "backbone.1.row_embed.weight" in state_dict:
         found["position_embedding"] = "learned"
-    query = state_dict.get("query_embed.weight")
-    if arch == "deformable_detr":
-        level_embed = state_dict.get("transformer.level_embed")
-        if level_embed is not None:
-            found["num_feature_levels"], found["hidden_dim"] = (int(s) for s in level_embed.shape)
-        found["num_queries"] = None if query is None else int(query.shape[0])
-        found["num_classes"] = _rows(state_dict, "class_embed.0.weight")
-        found["with_box_refine"] = any(k.startswith("transformer.decoder.bbox_embed.") for k in state_dict)
-        found["two_stage"] = "transformer.enc_output.weight" in state_dict
-        levels = found.get("num_feature_levels")
-        for field, key in (("enc_n_points", "transformer.encoder.layers.0.self_attn.attention_weights.weight"),
-                           ("dec_n_points", "transformer.decoder.layers.0.cross_attn.attention_weights.weight")):
-            rows = _rows(state_dict, key)
-            if rows is not None and levels:
-                if rows % (nheads * levels):
-                    raise ValueError(f"{key} has {rows} rows, not a multiple of nheads ({nheads}) x levels ({levels}): "
-                                     "pass the right nheads=")
-                found[field] = rows // (nheads * levels)
-    else:
-        if query is not None:
-            found["num_queries"], found["hidden_dim"] = (int(s) for s in query.shape)
-        classes = _rows(state_dict, "class_embed.weight")
-        found["num_classes"] = None if classes is None else classes - (1 if arch == "detr" else 0)
-        if arch == "detr":
-            found["pre_norm"] = "transformer.encoder.norm.weight" in state_dict
+    found.update(architectures.get(arch).config_from_weights(state_dict, nheads))
     return {k: v for k, v in found.items() if v is not None}
 
 

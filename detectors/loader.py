@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from .build import build_model
 from .checkpoint import read_checkpoint
 from .class_names import default_class_names
-from .config import ARCHITECTURES, DetectorConfig
+from . import architectures
+from .config import DetectorConfig
 from .detector import Detector
-from .infer_config import infer_arch, infer_config
+from .infer_config import infer_config
 from .preprocess import PreprocessSpec
 
 _LISTED = 10  # keys named per category in an error message
@@ -55,20 +56,20 @@ def detector_from_state_dict(state_dict: dict[str, Tensor], config: DetectorConf
 
 def load(path: str | Path, arch: str | None = None, class_names: list[str] | None = None,
          preprocess: PreprocessSpec | None = None, **overrides: Any) -> Detector:
-    """Load a DETR, Conditional DETR or Deformable DETR checkpoint of the reference repositories.
+    """Load a checkpoint of a registered family's reference repository (DETR, Conditional DETR, Deformable DETR).
 
     The configuration comes from the weights, then the saved `args`; pass what neither shows as
     overrides (e.g. `dilation=True` for DC5 models without args, `nheads=`).
     """
     checkpoint = read_checkpoint(path)
-    detected = infer_arch(checkpoint.state_dict)
+    detected = architectures.detect(checkpoint.state_dict)
     arch = arch or detected
     if arch is None:
+        titles = ", ".join(a.title for a in architectures.all_architectures())
         raise StateDictMismatchError(
-            f"cannot tell the architecture of {path}: it has none of the keys of DETR, Conditional DETR or "
-            f"Deformable DETR (first keys: {sorted(checkpoint.state_dict)[:5]}); pass arch= one of {ARCHITECTURES}")
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+            f"cannot tell the architecture of {path}: it has none of the keys of {titles} (first keys: "
+            f"{sorted(checkpoint.state_dict)[:5]}); pass arch= one of {architectures.names()}")
+    architectures.get(arch)  # an unknown name is an error listing the known ones
     config = infer_config(checkpoint.state_dict, arch, checkpoint.args, **overrides)
     saved = vars(checkpoint.args) if checkpoint.args is not None else {}
     if preprocess is None and isinstance(saved.get("preprocess"), dict):  # written by detrt's training

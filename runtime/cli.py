@@ -8,7 +8,17 @@ from collections.abc import Callable
 
 from . import commands, runtime_commands
 from . import precision_commands
+from detrt.detectors.architectures import all_architectures, names as architecture_names
+from detrt.export import MSDA_MODES
+from detrt.export.exporter import DEFAULT_OPSET
+
 from .errors import DetrtRuntimeError
+
+
+def architecture_titles() -> str:
+    """"DETR, Conditional DETR or Deformable DETR": the registered families, for help texts."""
+    titles = [architecture.title for architecture in all_architectures()]
+    return ", ".join(titles[:-1]) + f" or {titles[-1]}" if len(titles) > 1 else titles[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(handler=commands.version)
 
     inspect = sub.add_parser("inspect", help="describe a checkpoint: architecture, configuration, parameters")
-    inspect.add_argument("checkpoint", help="a checkpoint of DETR, Conditional DETR or Deformable DETR (.pth)")
-    inspect.add_argument("--arch", choices=["detr", "conditional_detr", "deformable_detr"], help="skip detection")
+    inspect.add_argument("checkpoint", help=f"a checkpoint of {architecture_titles()} (.pth)")
+    inspect.add_argument("--arch", choices=architecture_names(), help="skip detection")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(handler=commands.inspect)
     dataset = sub.add_parser("dataset", help="generate a synthetic dataset")
@@ -54,13 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--zoo", help="a shipped model by name, e.g. shapes-deformable-detr")
     source.add_argument("--hf", metavar="DIR", help="a HuggingFace model directory (save_pretrained)")
     export.add_argument("-o", "--output", required=True, help="the ONNX file to write")
-    export.add_argument("--arch", help="architecture of the checkpoint (default: detected from its keys)")
-    export.add_argument("--msda", choices=["plugin", "nvidia", "portable"], default="plugin",
+    export.add_argument("--arch", choices=architecture_names(),
+                        help="architecture of the checkpoint (default: detected from its keys)")
+    export.add_argument("--msda", choices=MSDA_MODES, default="plugin",
                         help="plugin: one detrt plugin node per MSDA (default); nvidia: TensorRT's built-in "
                              "MultiscaleDeformableAttnPlugin_TRT v2; portable: GridSample ops any runtime runs")
     export.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
     export.add_argument("--size", help="input size HxW (default: the model's fixed pre-processing size)")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; portable needs >= 16)")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET}; portable needs >= 16)")
     export.add_argument("--fused", action="store_true",
                         help="plugin mode: one fused node computes sampling locations and softmax as well")
     export.add_argument("--raw", action="store_true", help="also output raw pred_logits and pred_boxes")
@@ -75,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (errors print one line, exit 2)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse: --help (0) or a bad argument, already printed (2)
+        return int(stop.code or 0)
     handler: Callable[[argparse.Namespace], dict] = args.handler
     try:
         result = handler(args)

@@ -44,7 +44,7 @@ def test_unknown_architecture_is_named(tmp_path, capsys):
     checkpoint = tmp_path / "model.pth"
     torch.save({"model": small_model("deformable_detr").state_dict()}, checkpoint)
     assert main(["export", str(checkpoint), "--arch", "yolo", "-o", str(tmp_path / "m.onnx")]) == 2
-    assert "unknown architecture 'yolo'" in capsys.readouterr().err
+    assert "invalid choice: 'yolo'" in capsys.readouterr().err
 
 
 def test_model_in_training_mode_is_refused():
