@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=commands.train)
 
     evaluate = sub.add_parser("eval", help="COCO mAP of a model on a COCO-format dataset")
-    evaluate.add_argument("model", help="a zoo name or a checkpoint file")
+    evaluate.add_argument("model", help="a zoo name, a checkpoint (.pth: PyTorch), an ONNX (ONNX Runtime) or an engine "
+                                        "(TensorRT)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (ONNX and engines; default cpu)")
+    evaluate.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime (0: default)")
     evaluate.add_argument("--coco", required=True, help="COCO annotations JSON")
     evaluate.add_argument("--images", help="images directory (default: images/ beside the JSON)")
     evaluate.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")

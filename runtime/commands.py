@@ -53,14 +53,24 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    """COCO metrics of a zoo model or checkpoint."""
+    """COCO metrics of any model `runtime.open` takes: a zoo name or checkpoint (PyTorch), an ONNX (ONNX
+    Runtime) or an engine (TensorRT); the result names the backend that ran."""
     import json
     from pathlib import Path
 
     from detrt.detectors.evaluate import evaluate_detector
-    from detrt.detectors.zoo import open_model
 
-    metrics = evaluate_detector(open_model(args.model), args.coco, args.images, args.batch_size)
+    from .model import CHECKPOINT_SUFFIXES, open_model
+
+    if Path(args.model).suffix.lower() in CHECKPOINT_SUFFIXES or not Path(args.model).suffix:
+        from detrt.detectors.zoo import open_model as open_detector  # the Detector itself: its own pre-processing
+
+        predict, backend, device = open_detector(args.model), "pytorch", "cpu"
+    else:
+        model = open_model(args.model, device=args.device, threads=args.threads)
+        predict, backend, device = model.detect, model.backend.name, model.backend.device
+    metrics = {**evaluate_detector(predict, args.coco, args.images, args.batch_size), "backend": backend,
+               "device": device, "model": str(args.model)}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -58,3 +58,27 @@ def test_a_model_of_another_label_space_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="the model predicts 3 classes but the dataset has 6 categories"):
         category_mapping(3, dataset)
     assert category_mapping(91, dataset) == list(range(91))  # labels are category ids (reference COCO models)
+
+
+def test_eval_command_takes_checkpoints_onnx_and_int8_graphs(tmp_path, capsys):
+    """`detrt eval` runs any model `runtime.open` takes and names the backend; INT8 stays within 1 AP point."""
+    from detrt.calibrate.calibration_images import list_images
+    from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
+    from detrt.runtime.cli import main
+    from precision_helpers import shapes_dataset, shipped_onnx
+
+    coco = shapes_dataset(32, 4343)
+    int8 = tmp_path / "model.int8.onnx"
+    calibrate_model(shipped_onnx("plugin"), int8, list_images(coco=shapes_dataset(32, 2000)), CalibrationSettings(batch_size=4))
+    results = {}
+    for name, model in (("checkpoint", "shapes-deformable-detr"), ("fp32", str(shipped_onnx("plugin"))),
+                        ("int8", str(int8))):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", model, "--coco", str(coco), "--json", str(out)]) == 0
+        results[name] = json.loads(out.read_text())
+    capsys.readouterr()
+    assert results["checkpoint"]["backend"] == "pytorch"
+    assert results["fp32"]["backend"] == results["int8"]["backend"] == "onnxruntime"
+    assert results["fp32"]["AP"] > 0.5  # the shipped model really detects on these images
+    assert abs(results["fp32"]["AP"] - results["checkpoint"]["AP"]) < 1e-3  # same network, fp32 both
+    assert abs(results["int8"]["AP"] - results["fp32"]["AP"]) <= 0.01  # within 1.0 AP point
