@@ -30,7 +30,7 @@ from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
-from detrt.export import ModelMetadata
+from detrt.export import INPUT_NAME, ModelMetadata
 from detrt.export.onnx_passes import plugin_nodes
 from detrt.export.ort_plugins import create_session
 
@@ -79,7 +79,7 @@ class _OneBatch:
     """A CalibrationDataReader over a single batch (the calibrator is fed batch by batch)."""
 
     def __init__(self, images) -> None:  # noqa: ANN001 (np.ndarray)
-        self.pending = [{"images": images}]
+        self.pending = [{INPUT_NAME: images}]
 
     def get_next(self) -> dict | None:
         return self.pending.pop() if self.pending else None

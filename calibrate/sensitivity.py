@@ -17,6 +17,7 @@ import torch
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from detrt.export import INPUT_NAME
 from detrt.export.ort_plugins import create_session
 
 from .int8 import quantizable_nodes, quantize
@@ -49,7 +50,7 @@ def run(model: onnx.ModelProto, images: np.ndarray, batch: int | None) -> list[n
     """The graph's outputs on `images` (in calls of the graph's fixed batch, or all at once)."""
     session = create_session(model)
     step = batch or len(images)
-    parts = [session.run(None, {"images": images[i:i + step]}) for i in range(0, len(images) - step + 1, step)]
+    parts = [session.run(None, {INPUT_NAME: images[i:i + step]}) for i in range(0, len(images) - step + 1, step)]
     return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 

@@ -11,10 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from detrt.export import ModelMetadata
-from detrt.export.export_module import OUTPUT_NAMES  # noqa: F401 (re-exported for the backends)
-
-INPUT_NAME = "images"
+from detrt.export import INPUT_NAME, OUTPUT_NAMES, ModelMetadata  # noqa: F401 (re-exported for the backends)
 
 
 @dataclass(frozen=True)

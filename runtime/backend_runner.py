@@ -10,6 +10,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from .backend import INPUT_NAME
 from .model import Model, Prepared
 
 
@@ -22,7 +23,7 @@ class ModelRunner(BaseRunner):
         self.model = model
         self.progress = progress  # called after each inference
         height, width = model.metadata.input_size
-        self.input_metadata = TensorMetadata().add("images", np.float32, ("N", 3, height, width))
+        self.input_metadata = TensorMetadata().add(INPUT_NAME, np.float32, ("N", 3, height, width))
 
     def activate_impl(self) -> None:
         pass

@@ -24,6 +24,7 @@ from detrt.detectors import Detections, Detector
 from detrt.detectors.coco import CocoDataset
 from detrt.detectors.evaluate import coco_metrics, coco_results
 
+from .backend import INPUT_NAME
 from .backend_runner import ModelRunner
 from .compare_policy import MIN_AP_IMAGES, Policy, policy_for
 from .detection_agreement import ImageAgreement, image_agreement, summarize
@@ -88,7 +89,7 @@ class Comparison:
 def _feeds(model: Model, images: list[Path], batch: int) -> Iterator[dict[str, np.ndarray]]:
     for start in range(0, len(images), batch):
         chunk = [read_rgb(path) for path in images[start:start + batch]]
-        yield {"images": model.prepare(chunk).images}
+        yield {INPUT_NAME: model.prepare(chunk).images}
 
 
 def _original_sizes(images: list[Path]) -> list[tuple[int, int]]:
