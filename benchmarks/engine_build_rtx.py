@@ -24,7 +24,7 @@ from detrt.calibrate.calibration_images import list_images
 from detrt.calibrate.fp16 import convert_fp16
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.detectors import DetectorConfig, build_model, load
-from detrt.detectors.shapes_dataset import write_dataset
+from detrt.detectors.data.shapes_dataset import write_dataset
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 from detrt.runtime.engine_build import BuildOptions, build_engine

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from detrt.detectors.msda import ms_deform_attn_reference
+from detrt.detectors.models.msda_op import ms_deform_attn_reference
 from detrt.plugins import msda
 
 LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]

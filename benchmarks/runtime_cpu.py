@@ -33,7 +33,7 @@ import onnxruntime
 import torch
 
 from detrt.detectors import set_msda_impl
-from detrt.detectors.shapes_dataset import render
+from detrt.detectors.data.shapes_dataset import render
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 from detrt.export.export_module import ExportModule

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from detrt.detectors.coco import CocoDataset
+from detrt.detectors.data.coco import CocoDataset
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

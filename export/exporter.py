@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from detrt.detectors import Detector, set_msda_impl
-from detrt.detectors.ms_deform_attn import MSDeformAttn
+from detrt.detectors.models.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
 from .export_module import INPUT_NAME, OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule

@@ -54,7 +54,7 @@ def environment() -> dict:
 
 def bench_images(count: int) -> list[np.ndarray]:
     """`count` generated shapes images (RGB arrays of the dataset's varied sizes)."""
-    from detrt.detectors.shapes_dataset import render
+    from detrt.detectors.data.shapes_dataset import render
 
     return [np.asarray(render(0, index)[0]) for index in range(count)]
 

@@ -31,7 +31,7 @@ def inspect(args: argparse.Namespace) -> dict:
 
 def dataset_shapes(args: argparse.Namespace) -> dict:
     """Write the synthetic shapes dataset."""
-    from detrt.detectors.shapes_dataset import write_dataset
+    from detrt.detectors.data.shapes_dataset import write_dataset
 
     return {"annotations": str(write_dataset(args.out, args.num, args.seed))}
 
@@ -42,7 +42,7 @@ def train(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from detrt.detectors import zoo
-    from detrt.detectors.train import TrainSettings, train as run_training
+    from detrt.detectors.training.train import TrainSettings, train as run_training
 
     entry = zoo.entry(args.zoo)
     settings = TrainSettings()

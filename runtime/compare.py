@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from detrt.calibrate.calibration_images import list_images, read_rgb
 from detrt.detectors import Detections, Detector
-from detrt.detectors.coco import CocoDataset
+from detrt.detectors.data.coco import CocoDataset
 from detrt.detectors.evaluate import coco_metrics, coco_results
 
 from .backend import INPUT_NAME

@@ -66,7 +66,7 @@ def _candidate(detector: object, out: Path, count: int, progress: Callable[[str]
 def run_demo(out: str | Path = "detrt-demo", count: int = 8, conf: float = 0.5,
              progress: Callable[[str], None] = print) -> dict:
     """Export, run, compare and draw; writes OUT/images/*.png and OUT/summary.json, returns the summary."""
-    from detrt.detectors.shapes_dataset import render
+    from detrt.detectors.data.shapes_dataset import render
     from detrt.detectors.zoo import load_zoo
 
     from .drawing import draw_detections, save_image

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from detrt.detectors import Detector
-from detrt.detectors.shapes_dataset import write_dataset
+from detrt.detectors.data.shapes_dataset import write_dataset
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 

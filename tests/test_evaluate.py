@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from detrt.detectors.coco import CocoDataset, DatasetError
+from detrt.detectors.data.coco import CocoDataset, DatasetError
 from detrt.detectors.detections import Detections
 from detrt.detectors.evaluate import METRICS, category_mapping, evaluate_detector
-from detrt.detectors.shapes_dataset import write_dataset
-from detrt.detectors.train import frozen_state_dict
+from detrt.detectors.data.shapes_dataset import write_dataset
+from detrt.detectors.training.train import frozen_state_dict
 from detrt.detectors import build_model
 from variants import randomize_, small_config
 

@@ -84,7 +84,7 @@ def shipped() -> Detector:
 @pytest.fixture(scope="module")
 def shipped_images() -> torch.Tensor:
     from detrt.detectors.preprocess import resize, to_float_image
-    from detrt.detectors.shapes_dataset import render
+    from detrt.detectors.data.shapes_dataset import render
 
     images = [resize(to_float_image(torch.from_numpy(np.array(render(7, i)[0])).permute(2, 0, 1)), (256, 256))
               for i in range(3)]

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import ConvNextConfig, YolosConfig, YolosForObjectDetection
 
 from detrt.detectors import from_hf
-from detrt.detectors.hf import UnsupportedHFModelError, hf_to_reference
+from detrt.detectors.checkpoints.hf import UnsupportedHFModelError, hf_to_reference
 from hf_models import (LABELS, MULTI_SCALE, VARIANTS, build_hf, example_batch, hf_model, max_differences,
                        resnet_config)
 

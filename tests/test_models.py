@@ -71,7 +71,7 @@ def test_bad_configurations_and_inputs_are_explained() -> None:
 
 
 def test_deformable_backbone_convolution_uses_offsets_and_mask() -> None:
-    from detrt.detectors.backbone import ModulatedDeformConv2d
+    from detrt.detectors.models.backbone import ModulatedDeformConv2d
 
     conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
     dcn = ModulatedDeformConv2d(conv)

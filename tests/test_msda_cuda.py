@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from detrt.detectors.msda import ms_deform_attn
+from detrt.detectors.models.msda_op import ms_deform_attn
 from detrt.plugins import library, msda
-from detrt.detectors.msda import attention_weights_from_logits, sampling_locations
+from detrt.detectors.models.msda_op import attention_weights_from_logits, sampling_locations
 from test_msda_library import FP16_TOLERANCE, FP32_TOLERANCE, assert_matches, fused_inputs, make_problem, reference64
 
 DEFAULT_ARCHITECTURES = "75-real 80-real 86-real 87-real 89-real 90"

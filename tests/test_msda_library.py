@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from detrt.detectors.msda import (attention_weights_from_logits, ms_deform_attn, ms_deform_attn_reference,
+from detrt.detectors.models.msda_op import (attention_weights_from_logits, ms_deform_attn, ms_deform_attn_reference,
                                   sampling_locations)
 from detrt.plugins import LibraryNotFoundError, library, msda
 

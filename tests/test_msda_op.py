@@ -91,7 +91,7 @@ def test_unknown_implementation_is_refused() -> None:
 @pytest.mark.parametrize("reference_dim", [2, 4])
 def test_fused_module_equals_unfused(impl, reference_dim):
     """The fused op (locations and softmax inside) matches the module's own arithmetic within fp32 rounding."""
-    from detrt.detectors.ms_deform_attn import MSDeformAttn
+    from detrt.detectors.models.ms_deform_attn import MSDeformAttn
 
     torch.manual_seed(0)
     module = MSDeformAttn(d_model=32, n_levels=2, n_heads=2, n_points=3, impl=impl).eval()

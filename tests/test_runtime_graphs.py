@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from detrt import runtime
-from detrt.detectors.shapes_dataset import render
+from detrt.detectors.data.shapes_dataset import render
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 from detrt.runtime.detection_agreement import compare_detections

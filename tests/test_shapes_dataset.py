@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pycocotools.coco import COCO
 
-from detrt.detectors.coco import CocoDataset, DatasetError
-from detrt.detectors.shapes_dataset import CLASSES, write_dataset
+from detrt.detectors.data.coco import CocoDataset, DatasetError
+from detrt.detectors.data.shapes_dataset import CLASSES, write_dataset
 
 
 def test_same_seed_same_bytes_and_prefix_stability(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 import torch
 
 from detrt.detectors import PreprocessSpec, load
-from detrt.detectors.coco import CocoDataset
-from detrt.detectors.losses import SetCriterion, sigmoid_focal_loss
-from detrt.detectors.matcher import HungarianMatcher
-from detrt.detectors.shapes_dataset import write_dataset
-from detrt.detectors.train import TrainingImages, TrainSettings, collate_batch, train
+from detrt.detectors.data.coco import CocoDataset
+from detrt.detectors.training.losses import SetCriterion, sigmoid_focal_loss
+from detrt.detectors.training.matcher import HungarianMatcher
+from detrt.detectors.data.shapes_dataset import write_dataset
+from detrt.detectors.training.train import TrainingImages, TrainSettings, collate_batch, train
 from variants import small_config
 
 

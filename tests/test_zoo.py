@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from detrt.detectors import zoo
-from detrt.detectors.box_ops import box_iou
-from detrt.detectors.shapes_dataset import CLASSES, render
+from detrt.detectors.models.box_ops import box_iou
+from detrt.detectors.data.shapes_dataset import CLASSES, render
 
 HELD_OUT_SEED = 123456  # never used for training (the training set is seed 1, validation seed 1000)
 

@@ -5,11 +5,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..backbone import build_backbone
-from ..conditional_detr import ConditionalDETR, ConditionalTransformer
-from ..hf import put, put_decoder_norms, put_detr_common, put_ffn
+from ..models.backbone import build_backbone
+from ..models.conditional_detr import ConditionalDETR, ConditionalTransformer
+from ..checkpoints.hf import put, put_decoder_norms, put_detr_common, put_ffn
 from ..postprocess import postprocess_sigmoid_topk
-from ..infer_config import query_and_width, rows
+from ..checkpoints.infer_config import query_and_width, rows
 from . import Architecture, StateDict, register
 from .detr import hf_config
 

@@ -6,11 +6,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..backbone import build_backbone
-from ..deformable_detr import DeformableDETR
-from ..deformable_transformer import DeformableTransformer
-from ..hf import put, put_attention, put_ffn
-from ..infer_config import rows
+from ..models.backbone import build_backbone
+from ..models.deformable_detr import DeformableDETR
+from ..models.deformable_transformer import DeformableTransformer
+from ..checkpoints.hf import put, put_attention, put_ffn
+from ..checkpoints.infer_config import rows
 from ..postprocess import postprocess_sigmoid_topk
 from . import Architecture, StateDict, register
 

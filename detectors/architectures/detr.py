@@ -5,12 +5,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..backbone import build_backbone
-from ..detr import DETR
-from ..detr_transformer import Transformer
-from ..hf import put_attention, put_decoder_norms, put_detr_common, put_ffn, require_hf
+from ..models.backbone import build_backbone
+from ..models.detr import DETR
+from ..models.detr_transformer import Transformer
+from ..checkpoints.hf import put_attention, put_decoder_norms, put_detr_common, put_ffn, require_hf
 from ..postprocess import postprocess_softmax
-from ..infer_config import query_and_width, rows
+from ..checkpoints.infer_config import query_and_width, rows
 from . import Architecture, StateDict, register
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..config import DetectorConfig
 from ..preprocess import PreprocessSpec
-from ..shapes_dataset import CLASSES
+from ..data.shapes_dataset import CLASSES
 
 if TYPE_CHECKING:
     from ..detector import Detector
@@ -53,7 +53,7 @@ def entry(name: str) -> ZooEntry:
 
 def load_zoo(name: str) -> "Detector":
     """The shipped detector `name`, ready to run."""
-    from ..loader import load
+    from ..checkpoints.loader import load
 
     found = entry(name)
     if not found.weights.is_file():
@@ -70,7 +70,7 @@ def _overrides(config: DetectorConfig) -> dict:
 
 def open_model(name_or_path: str) -> "Detector":
     """A zoo name or a checkpoint path (a checkpoint trained from a zoo entry keeps its pre-processing)."""
-    from ..loader import load
+    from ..checkpoints.loader import load
 
     if name_or_path in ENTRIES:
         return load_zoo(name_or_path)

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor
 
-from . import architectures
-from .config import DetectorConfig
+from .. import architectures
+from ..config import DetectorConfig
 
 _ARGS_FIELDS = ("nheads", "dilation", "num_queries", "dropout", "num_select", "hidden_dim", "enc_n_points",
                 "dec_n_points")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import architectures
-from .config import DetectorConfig
+from .. import architectures
+from ..config import DetectorConfig
 from .ms_deform_attn import MSDeformAttn
 
 

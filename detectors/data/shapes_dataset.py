@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .atomic import write_json_atomic
+from ..atomic import write_json_atomic
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 IMAGE_SIZES = ((192, 256), (256, 256), (256, 192), (224, 320), (320, 224), (240, 240))  # (height, width)

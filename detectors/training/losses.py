@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .box_ops import generalized_box_iou
+from ..models.box_ops import generalized_box_iou
 from .matcher import HungarianMatcher
-from .postprocess import box_cxcywh_to_xyxy
+from ..postprocess import box_cxcywh_to_xyxy
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, num_boxes: float, alpha: float = 0.25,

@@ -10,14 +10,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .build import build_model
+from ..models.build import build_model
 from .checkpoint import read_checkpoint
 from .class_names import default_class_names
-from . import architectures
-from .config import DetectorConfig
-from .detector import Detector
+from .. import architectures
+from ..config import DetectorConfig
+from ..detector import Detector
 from .infer_config import infer_config
-from .preprocess import PreprocessSpec
+from ..preprocess import PreprocessSpec
 
 _LISTED = 10  # keys named per category in an error message
 

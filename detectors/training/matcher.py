@@ -5,8 +5,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .box_ops import generalized_box_iou
-from .postprocess import box_cxcywh_to_xyxy
+from ..models.box_ops import generalized_box_iou
+from ..postprocess import box_cxcywh_to_xyxy
 
 
 class HungarianMatcher:

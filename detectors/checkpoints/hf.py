@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import architectures
-from .config import DetectorConfig
-from .detector import Detector
+from .. import architectures
+from ..config import DetectorConfig
+from ..detector import Detector
 from .loader import detector_from_state_dict
-from .preprocess import PreprocessSpec
+from ..preprocess import PreprocessSpec
 
 _RESNET_OF_LAYOUT = {  # (HF ResNet layer_type, depths) -> torchvision ResNet
     ("basic", (2, 2, 2, 2)): "resnet18",

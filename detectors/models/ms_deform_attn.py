@@ -6,14 +6,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .msda import (IMPLEMENTATIONS, attention_weights_from_logits, ms_deform_attn, ms_deform_attn_fused,
+from .msda_op import (IMPLEMENTATIONS, attention_weights_from_logits, ms_deform_attn, ms_deform_attn_fused,
                    sampling_locations)
 
 
 class MSDeformAttn(nn.Module):
     """Each query samples `n_points` positions per head and level around its reference point.
 
-    `impl` selects the op implementation ("reference" or "detrt"); see `detrt.detectors.msda`.
+    `impl` selects the op implementation ("reference" or "detrt"); see `detrt.detectors.models.msda_op`.
     `fused` (inference only) computes locations and softmax inside one op, `ms_deform_attn_fused`.
     """
 

@@ -18,13 +18,13 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from tqdm import tqdm
 
-from .atomic import write_bytes_atomic
-from .build import build_model
-from .checkpoint import load_file
-from .coco import CocoDataset, DatasetError
-from .config import DetectorConfig
+from ..atomic import write_bytes_atomic
+from ..models.build import build_model
+from ..checkpoints.checkpoint import load_file
+from ..data.coco import CocoDataset, DatasetError
+from ..config import DetectorConfig
 from .losses import SetCriterion
-from .preprocess import PreprocessSpec, normalize, resize
+from ..preprocess import PreprocessSpec, normalize, resize
 
 
 @dataclass
