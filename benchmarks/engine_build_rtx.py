@@ -27,8 +27,8 @@ from detrt.detectors import DetectorConfig, build_model, load
 from detrt.detectors.data.shapes_dataset import write_dataset
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.engine_build import BuildOptions, build_engine
-from detrt.runtime.tensorrt_env import RTX, import_tensorrt
+from detrt.runtime.backends.tensorrt.build import BuildOptions, build_engine
+from detrt.runtime.backends.tensorrt.flavour import RTX, import_tensorrt
 
 
 def original_format_checkpoint(path: Path) -> Path:

@@ -18,7 +18,7 @@ import torch
 from detrt.detectors import Detections, Detector
 from detrt.detectors.detector import as_image_tensor
 
-from .backend import OUTPUT_NAMES, Backend
+from .backends.base import OUTPUT_NAMES, Backend
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -117,17 +117,17 @@ def open_model(source: str | Path | Detector, device: str = "cpu", threads: int 
                cuda_graph: bool = False) -> Model:
     """A `Model` for a zoo name, a checkpoint (.pth: PyTorch), an ONNX (ONNX Runtime) or an engine (TensorRT)."""
     if isinstance(source, Detector):
-        from .torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend
 
         return Model(TorchBackend(source, device))
     text = str(source)
     suffix = Path(text).suffix.lower()
     if suffix in ONNX_SUFFIXES:
-        from .onnxruntime_backend import OnnxRuntimeBackend
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return Model(OnnxRuntimeBackend(text, device, threads))
     if suffix in ENGINE_SUFFIXES:
-        from .tensorrt_backend import TensorRTBackend
+        from .backends.tensorrt.backend import TensorRTBackend
 
         return Model(TensorRTBackend(text, device=device, plugin_lib=plugin_lib, cuda_graph=cuda_graph))
     from detrt.detectors.zoo import ENTRIES, open_model as open_detector
@@ -137,7 +137,7 @@ def open_model(source: str | Path | Detector, device: str = "cpu", threads: int 
             raise FileNotFoundError(f"checkpoint {text} does not exist")
         if threads:
             torch.set_num_threads(threads)
-        from .torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend
 
         return Model(TorchBackend(open_detector(text), device))
     raise ValueError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(ENTRIES))}), a checkpoint "

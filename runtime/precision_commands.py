@@ -31,7 +31,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     val_coco = args.val_coco or args.coco
     ap_of = None
     if val_coco:
-        from .onnx_accuracy import onnx_ap
+        from .accuracy.onnx_accuracy import onnx_ap
 
         val_images = args.val_images if args.val_coco else args.images
         ap_of = lambda model: onnx_ap(model, val_coco, val_images)  # noqa: E731
@@ -50,8 +50,8 @@ def calibrate(args: argparse.Namespace) -> dict:
 
 def compare(args: argparse.Namespace) -> dict:
     """Candidates against the PyTorch reference: tensors, detections, AP; fails when one fails."""
-    from .compare import compare as run_compare
-    from .compare_report import write_report
+    from .accuracy.compare import compare as run_compare
+    from .accuracy.report import write_report
 
     if args.images is None and args.coco is None:
         raise ValueError("give the images to compare on: --images DIR (and/or --coco JSON)")

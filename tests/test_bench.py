@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detrt import runtime
-from detrt.runtime.bench import benchmark, latency_stats
+from detrt.runtime.apps.bench import benchmark, latency_stats
 from detrt.runtime.cli import main
 from test_runtime_graphs import exported
 

@@ -29,7 +29,7 @@ from detrt.export.onnx_passes import save_atomic
 from detrt.runtime.cli import main
 from detrt.runtime.model import Model, open_model
 from detrt.export.ort_plugins import create_session
-from detrt.runtime.torch_backend import TorchBackend
+from detrt.runtime.backends.torch_backend import TorchBackend
 from precision_helpers import shapes_dataset, shipped, shipped_onnx
 
 

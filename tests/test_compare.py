@@ -26,9 +26,9 @@ from detrt.export import ExportOptions, export_onnx, read_metadata
 from detrt.export.metadata import write_metadata
 from detrt.export.onnx_passes import save_atomic
 from detrt.runtime.cli import main
-from detrt.runtime.compare import ModelMismatchError, compare
-from detrt.runtime.compare_report import write_report
-from detrt.runtime.detection_agreement import image_agreement, summarize
+from detrt.runtime.accuracy.compare import ModelMismatchError, compare
+from detrt.runtime.accuracy.report import write_report
+from detrt.runtime.accuracy.agreement import image_agreement, summarize
 from precision_helpers import ZOO, shapes_dataset, shipped, shipped_onnx
 from variants import small_config, small_model
 

@@ -8,8 +8,8 @@ import pytest
 from detrt import runtime
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.detection_agreement import compare_detections
-from detrt.runtime.engine_build import build_engine
+from detrt.runtime.accuracy.agreement import compare_detections
+from detrt.runtime.backends.tensorrt.build import build_engine
 from test_runtime_graphs import images
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]

@@ -14,8 +14,8 @@ import pytest
 from detrt.calibrate.calibration_images import list_images
 from detrt.calibrate.fp16 import convert_fp16
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
-from detrt.runtime.compare import compare
-from detrt.runtime.engine_build import build_engine
+from detrt.runtime.accuracy.compare import compare
+from detrt.runtime.backends.tensorrt.build import build_engine
 from precision_helpers import shapes_dataset, shipped, shipped_onnx
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]

@@ -18,7 +18,7 @@ from detrt import runtime
 from detrt.detectors.data.shapes_dataset import render
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.detection_agreement import compare_detections
+from detrt.runtime.accuracy.agreement import compare_detections
 
 ZOO = "shapes-deformable-detr"
 _FOLDER = Path(tempfile.mkdtemp(prefix="detrt-runtime-tests-"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from detrt.runtime.errors import SourceError
-from detrt.runtime.sources import Frame, FrameSource, Skip, open_source
+from detrt.runtime.apps.sources import Frame, FrameSource, Skip, open_source
 
 
 def write_video(path: Path, frames: int, corrupt: int | None = None, size: tuple[int, int] = (96, 64)) -> Path:

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from detrt import runtime
-from detrt.runtime.detection_agreement import compare_detections
+from detrt.runtime.accuracy.agreement import compare_detections
 from detrt.runtime.cli import main
-from detrt.runtime.engine_build import BatchProfile, BuildOptions, build_engine, input_profile
+from detrt.runtime.backends.tensorrt.build import BatchProfile, BuildOptions, build_engine, input_profile
 from detrt.runtime.errors import BackendUnavailableError, EngineBuildError, EngineMismatchError, PluginLibraryError
-from detrt.runtime.sidecar import check_sidecar, read_sidecar, sidecar_path, write_sidecar
-from detrt.runtime.trt_plugins import ENV_VAR, LIBRARY_FILE, candidate_paths, find_plugin_library
+from detrt.runtime.backends.tensorrt.sidecar import check_sidecar, read_sidecar, sidecar_path, write_sidecar
+from detrt.runtime.backends.tensorrt.plugins import ENV_VAR, LIBRARY_FILE, candidate_paths, find_plugin_library
 from test_runtime_graphs import exported, images
 
 BUILT = {"tensorrt_version": "10.3.0", "gpu": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0",
@@ -106,7 +106,7 @@ def test_build_without_tensorrt_is_a_clear_error(tmp_path: Path, capsys: pytest.
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:
     if importlib.util.find_spec("cuda") is None or torch.cuda.is_available():
         pytest.skip("needs cuda-python and no usable GPU")
-    from detrt.runtime.cuda_device import open_device
+    from detrt.runtime.backends.tensorrt.cuda_device import open_device
 
     with pytest.raises(BackendUnavailableError, match="TensorRT engines need an NVIDIA GPU"):
         open_device(0)

@@ -21,11 +21,11 @@ from detrt.calibrate.calibration_images import list_images
 from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN
 from detrt.runtime import open as open_model
 from detrt.runtime.cli import main
-from detrt.runtime.engine_build import BatchProfile, BuildOptions, build_engine
+from detrt.runtime.backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
 from detrt.runtime.errors import BackendUnavailableError, EngineBuildError, EngineMismatchError
-from detrt.runtime.sidecar import check_sidecar, read_sidecar, sidecar_path
-from detrt.runtime.tensorrt_env import RTX, TENSORRT, import_tensorrt, rtx_library_folder
-from detrt.runtime.trt_plugins import find_plugin_library, load_plugins
+from detrt.runtime.backends.tensorrt.sidecar import check_sidecar, read_sidecar, sidecar_path
+from detrt.runtime.backends.tensorrt.flavour import RTX, TENSORRT, import_tensorrt, rtx_library_folder
+from detrt.runtime.backends.tensorrt.plugins import find_plugin_library, load_plugins
 from precision_helpers import shapes_dataset, shipped_onnx
 from variants import VARIANTS, exported_variant
 

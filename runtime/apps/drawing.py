@@ -9,7 +9,7 @@ import numpy as np
 
 from detrt.detectors import Detections
 
-from .errors import DetrtRuntimeError
+from ..errors import DetrtRuntimeError
 
 
 def class_colour(label: int) -> tuple[int, int, int]:

@@ -19,12 +19,12 @@ from detrt.export import NVIDIA_PLUGIN, read_metadata
 from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
 
 from detrt.detectors.atomic import write_bytes_atomic
-from .backend import INPUT_NAME
+from ..base import INPUT_NAME
 from .cuda_device import open_device
-from .errors import EngineBuildError
+from ...errors import EngineBuildError
 from .sidecar import write_sidecar
-from .tensorrt_env import RTX, RTX_COMPUTE_CAPABILITIES, TensorRT, build_environment, import_tensorrt
-from .trt_plugins import load_plugins
+from .flavour import RTX, RTX_COMPUTE_CAPABILITIES, TensorRT, build_environment, import_tensorrt
+from .plugins import load_plugins
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from detrt.detectors.atomic import write_json_atomic
-from .errors import EngineMismatchError
-from .tensorrt_env import RTX, TENSORRT
+from ...errors import EngineMismatchError
+from .flavour import RTX, TENSORRT
 
 FORMAT = 1
 CHECKED = {"tensorrt_version": "TensorRT", "gpu": "GPU", "compute_capability": "compute capability"}

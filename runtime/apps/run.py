@@ -15,8 +15,8 @@ import cv2
 from detrt.detectors import Detections
 
 from . import drawing
-from .errors import SourceError
-from .model import Model
+from ..errors import SourceError
+from ..model import Model
 from .sources import Frame, FrameSource
 
 VIDEO_FOURCC = "mp4v"

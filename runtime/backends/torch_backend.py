@@ -9,8 +9,8 @@ from detrt.export import ModelMetadata
 from detrt.export.metadata import describe_detector
 from detrt.export.export_module import OUTPUT_NAMES, ExportModule
 
-from .backend import BatchRange
-from .errors import BackendUnavailableError
+from .base import BatchRange
+from ..errors import BackendUnavailableError
 
 
 def detector_metadata(detector: Detector, size: tuple[int, int]) -> ModelMetadata:

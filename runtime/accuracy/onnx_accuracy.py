@@ -9,7 +9,7 @@ import onnx
 
 from detrt.detectors.evaluate import evaluate_detector
 
-from .model import open_model
+from ..model import open_model
 
 
 def onnx_metrics(model: str | Path | onnx.ModelProto, coco: str | Path, images_dir: str | Path | None = None,

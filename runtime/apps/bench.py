@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
-from .model import Model
+from ..model import Model
 
 STAGES = ("preprocess", "inference", "postprocess")
 

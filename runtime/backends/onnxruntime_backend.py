@@ -9,8 +9,8 @@ from detrt.export import read_metadata
 from detrt.export.onnx_passes import load_onnx
 from detrt.export.ort_plugins import create_session
 
-from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
-from .errors import BackendUnavailableError
+from .base import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
+from ..errors import BackendUnavailableError
 
 
 def providers_for(device: str) -> list[str | tuple[str, dict]]:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .detection_agreement import compare_detections
+from ..accuracy.agreement import compare_detections
 from detrt.detectors.atomic import write_json_atomic
-from .errors import DetrtRuntimeError
-from .model import Model, open_model
+from ..errors import DetrtRuntimeError
+from ..model import Model, open_model
 
 ZOO_NAME = "shapes-deformable-detr"
 DEMO_SEED = 2026  # not a training or evaluation seed
@@ -24,9 +24,9 @@ DEMO_SEED = 2026  # not a training or evaluation seed
 
 def tensorrt_plan(progress: Callable[[str], None]) -> str | None:
     """The MSDA mode to build a TensorRT engine with here, or None where TensorRT cannot run."""
-    from .cuda_device import open_device
-    from .tensorrt_env import RTX, RTX_COMPUTE_CAPABILITIES, import_tensorrt
-    from .trt_plugins import find_plugin_library
+    from ..backends.tensorrt.cuda_device import open_device
+    from ..backends.tensorrt.flavour import RTX, RTX_COMPUTE_CAPABILITIES, import_tensorrt
+    from ..backends.tensorrt.plugins import find_plugin_library
 
     try:
         tensorrt = import_tensorrt()
@@ -56,7 +56,7 @@ def _candidate(detector: object, out: Path, count: int, progress: Callable[[str]
     export_onnx(detector, onnx_path, ExportOptions(msda=mode or "portable", batch=None), progress=progress)
     if mode is None:
         return open_model(onnx_path)
-    from .engine_build import BatchProfile, BuildOptions, build_engine
+    from ..backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
 
     engine_path = onnx_path.with_suffix(".engine")
     build_engine(onnx_path, engine_path, BuildOptions(batch=BatchProfile(1, count, count)), progress=progress)

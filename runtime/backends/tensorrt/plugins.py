@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import PluginLibraryError
+from ...errors import PluginLibraryError
 
 ENV_VAR = "DETRT_TRT_PLUGIN_LIB"
 LIBRARY_FILE = {"win32": "detrt_trt_plugins.dll"}.get(sys.platform, "libdetrt_trt_plugins.so")

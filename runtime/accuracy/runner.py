@@ -10,8 +10,8 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from .backend import INPUT_NAME
-from .model import Model, Prepared
+from ..backends.base import INPUT_NAME
+from ..model import Model, Prepared
 
 
 class ModelRunner(BaseRunner):

@@ -11,8 +11,8 @@ from detrt.calibrate.calibration_images import read_rgb
 
 from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
 from .compare import CandidateResult, Comparison
-from .compare_policy import MIN_AP_IMAGES
-from .drawing import draw_detections, save_image
+from .policy import MIN_AP_IMAGES
+from ..apps.drawing import draw_detections, save_image
 
 WORST_IMAGES = 6
 PANEL = 320  # pixels of the longer side of each drawn image

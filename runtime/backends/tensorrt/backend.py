@@ -15,14 +15,14 @@ import numpy as np
 
 from detrt.export import ModelMetadata
 
-from .backend import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
+from ..base import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from .cuda_device import open_device
 from detrt.detectors.atomic import write_bytes_atomic
 
-from .errors import BackendUnavailableError, EngineMismatchError
+from ...errors import BackendUnavailableError, EngineMismatchError
 from .sidecar import check_sidecar, flavour, read_sidecar
-from .tensorrt_env import RTX, import_tensorrt, run_environment
-from .trt_plugins import load_plugins
+from .flavour import RTX, import_tensorrt, run_environment
+from .plugins import load_plugins
 
 
 class TensorRTBackend:

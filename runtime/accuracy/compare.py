@@ -24,12 +24,12 @@ from detrt.detectors import Detections, Detector
 from detrt.detectors.data.coco import CocoDataset
 from detrt.detectors.evaluate import coco_metrics, coco_results
 
-from .backend import INPUT_NAME
-from .backend_runner import ModelRunner
-from .compare_policy import MIN_AP_IMAGES, Policy, policy_for
-from .detection_agreement import ImageAgreement, image_agreement, summarize
-from .errors import DetrtRuntimeError
-from .model import Model, Prepared, open_model
+from ..backends.base import INPUT_NAME
+from .runner import ModelRunner
+from .policy import MIN_AP_IMAGES, Policy, policy_for
+from .agreement import ImageAgreement, image_agreement, summarize
+from ..errors import DetrtRuntimeError
+from ..model import Model, Prepared, open_model
 
 OUTPUTS = ("scores", "labels", "boxes")
 

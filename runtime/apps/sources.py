@@ -15,7 +15,7 @@ import numpy as np
 
 from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
 
-from .errors import SourceError
+from ..errors import SourceError
 
 MAX_CONSECUTIVE_FAILURES = 30  # failed reads in a row that end a video or camera stream
 STALL_TIMEOUT_S = 10.0  # no frame for this long: the source has stalled

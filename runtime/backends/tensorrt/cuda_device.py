@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import BackendUnavailableError
+from ...errors import BackendUnavailableError
 
 INSTALL_HINT = "install the trt extra (`python3 -m pip install -e '.[trt]'`: cuda-python, pycuda)"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .cuda_device import CudaDevice
-from .errors import BackendUnavailableError, EngineBuildError
+from ...errors import BackendUnavailableError, EngineBuildError
 
 TENSORRT, RTX = "tensorrt", "tensorrt-rtx"
 FLAVOUR_CHOICES = {"auto": None, "tensorrt": TENSORRT, "rtx": RTX}  # the CLI's --flavour
