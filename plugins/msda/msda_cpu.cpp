@@ -23,7 +23,12 @@ namespace detrt {
 namespace msda {
 namespace {
 
+// IEEE binary16 storage: ARM's __fp16 (GCC 12 has no _Float16 in C++ on aarch64), _Float16 elsewhere.
+#if defined(__aarch64__) || defined(__arm__)
+using Half = __fp16;
+#else
 using Half = _Float16;
+#endif
 
 constexpr long long kHeadsPerChunk = 128;
 
@@ -50,13 +55,16 @@ struct Job {
 // Softmax of one head's L*P logits into `exps` (exp(l - max) / sum, as torch.softmax).
 template <typename T>
 void softmax(const T* logits, int count, float* exps) {
-  float maximum = static_cast<float>(logits[0]);
+  for (int k = 0; k < count; ++k) {  // widened first: GCC 12 for aarch64 fails on an __fp16 max reduction
+    exps[k] = static_cast<float>(logits[k]);
+  }
+  float maximum = exps[0];
   for (int k = 1; k < count; ++k) {
-    maximum = std::fmax(maximum, static_cast<float>(logits[k]));
+    maximum = std::fmax(maximum, exps[k]);
   }
   float sum = 0.0f;
   for (int k = 0; k < count; ++k) {
-    exps[k] = std::exp(static_cast<float>(logits[k]) - maximum);
+    exps[k] = std::exp(exps[k] - maximum);
     sum += exps[k];
   }
   for (int k = 0; k < count; ++k) {
