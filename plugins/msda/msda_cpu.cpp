@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "msda_forward.h"
@@ -35,7 +36,7 @@ constexpr long long kHeadsPerChunk = 128;
 // Per-worker buffers, allocated before the workers start.
 template <typename T>
 struct Scratch {
-  std::vector<Corners> corners;    // L*P
+  std::vector<Corners> corners;    // 2 * L*P
   std::vector<float> exps;         // L*P: the fused form's softmax
   std::vector<float> accumulator;  // D: run-time D only
   std::vector<T> zeros;            // D: what an outside corner reads
@@ -205,22 +206,50 @@ inline const T* head_values(const Job<T>& job, long long head) {
   return job.value + (n * p.num_values * p.num_heads + m) * p.head_dim;
 }
 
+// Asks the memory system for the value rows (D channels) that `count` gathered corners will read.
+template <typename T, int kDim>
+inline void prefetch_rows(const Corners* corners, int count, const T* base, long long stride, int dim) {
+  constexpr int kLine = 64;
+  const int bytes = (kDim > 0 ? kDim : dim) * static_cast<int>(sizeof(T));
+  for (int i = 0; i < count; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      if (corners[i].position[j] >= 0) {
+        const char* row = reinterpret_cast<const char*>(base + corners[i].position[j] * stride);
+        for (int offset = 0; offset < bytes; offset += kLine) {
+          __builtin_prefetch(row + offset);
+        }
+      }
+    }
+  }
+}
+
 // All heads in [begin, end): one output row of D channels each. kDim 0: D known at run time.
+// Two stages: while head h accumulates, the corners of head h + 1 are gathered and their value
+// rows prefetched, so the scattered reads of consecutive heads overlap instead of each waiting for
+// memory in turn (the decoder's samples land anywhere in a value tensor larger than the caches).
 template <typename T, int kDim, int kLanes>
 __attribute__((flatten)) void run_heads(const Job<T>& job, long long begin, long long end, Scratch<T>& scratch) {
   const Problem& p = job.problem;
   const int dim = p.head_dim;
   const long long stride = static_cast<long long>(p.num_heads) * dim;
-  Corners* corners = scratch.corners.data();
+  Corners* current = scratch.corners.data();
+  Corners* next = current + p.samples_per_head();
+  int count = gather_corners(job, begin, scratch, current);
   for (long long head = begin; head < end; ++head) {
-    const int count = gather_corners(job, head, scratch, corners);
+    int next_count = 0;
+    if (head + 1 < end) {
+      next_count = gather_corners(job, head + 1, scratch, next);
+      prefetch_rows<T, kDim>(next, next_count, head_values(job, head + 1), stride, dim);
+    }
     const T* base = head_values(job, head);
     T* out = job.output + head * dim;
     if constexpr (kDim > 0) {
-      accumulate_fixed<T, kDim, kLanes>(corners, count, base, stride, scratch.zeros.data(), out);
+      accumulate_fixed<T, kDim, kLanes>(current, count, base, stride, scratch.zeros.data(), out);
     } else {
-      accumulate_any(corners, count, base, stride, scratch.zeros.data(), dim, scratch.accumulator.data(), out);
+      accumulate_any(current, count, base, stride, scratch.zeros.data(), dim, scratch.accumulator.data(), out);
     }
+    std::swap(current, next);
+    count = next_count;
   }
 }
 
@@ -267,7 +296,7 @@ detrt_msda_status run(const Job<T>& job, int num_threads) {
   try {
     scratch.resize(static_cast<size_t>(workers));
     for (Scratch<T>& s : scratch) {
-      s.corners.resize(static_cast<size_t>(p.samples_per_head()));
+      s.corners.resize(2 * static_cast<size_t>(p.samples_per_head()));  // this head's and the next
       s.exps.resize(job.reference_dim != 0 ? static_cast<size_t>(p.samples_per_head()) : 0);
       s.accumulator.resize(static_cast<size_t>(p.head_dim));
       s.zeros.assign(static_cast<size_t>(p.head_dim), T(0));
