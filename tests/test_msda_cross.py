@@ -1,5 +1,5 @@
 """Cross-builds libdetrt_plugins for aarch64 (Jetson's CPU) with plugins/cmake/aarch64-linux-gnu.cmake
-and runs the C++ correctness check of the CPU kernels (plugins/msda/tests/msda_cpu_check.cpp: plain
+and runs the C++ correctness check of the CPU kernels (plugins/msda/tests/msda_check.cpp: plain
 and fused, fp32 and fp16, specialised and generic D, against float64) under qemu-aarch64, through
 ctest. Correctness only: emulated timings mean nothing.
 
@@ -8,6 +8,7 @@ qemu-user`); skipped, naming what is missing, without them.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_cpu_kernels_cross_built_for_aarch64_pass_under_qemu(tmp_path: Path) -> 
         pytest.skip(f"cross build needs {', '.join(missing)}")
     build = tmp_path / "build-aarch64"
     configure = ["cmake", "-S", str(ROOT), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}",
-                 "-DDETRT_ENABLE_CUDA=OFF", "-DDETRT_BUILD_CPU_CHECK=ON", "-DCMAKE_BUILD_TYPE=Release"]
+                 "-DDETRT_ENABLE_CUDA=OFF", "-DDETRT_BUILD_CHECKS=ON", "-DCMAKE_BUILD_TYPE=Release"]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
     run(configure, timeout=300)
@@ -42,4 +43,5 @@ def test_cpu_kernels_cross_built_for_aarch64_pass_under_qemu(tmp_path: Path) -> 
     header = (build / "plugins" / "libdetrt_plugins.so").read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183, "not an aarch64 ELF (EM_AARCH64)"
     output = run(["ctest", "--test-dir", str(build / "plugins"), "--output-on-failure", "-V"], timeout=300)
-    assert "64 of 64 checks passed" in output, output[-4000:]
+    passed = re.search(r"(\d+) of (\d+) checks passed", output)
+    assert passed and passed.group(1) == passed.group(2) and int(passed.group(2)) >= 40, output[-4000:]

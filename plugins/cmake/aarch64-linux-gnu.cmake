@@ -1,6 +1,6 @@
 # Cross build for 64-bit ARM Linux (Jetson's CPU) with Debian's g++-aarch64-linux-gnu:
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=plugins/cmake/aarch64-linux-gnu.cmake \
-#         -DDETRT_ENABLE_CUDA=OFF -DDETRT_BUILD_CPU_CHECK=ON
+#         -DDETRT_ENABLE_CUDA=OFF -DDETRT_BUILD_CHECKS=ON
 # The built programs run under qemu-user: qemu-aarch64 -L /usr/aarch64-linux-gnu <program>.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)

@@ -1,15 +1,21 @@
-// Correctness of the CPU kernels through the C ABI against a float64 reference written here,
-// without Python: built for the host or cross-built (aarch64 under qemu) by tests/test_msda_cross.py.
-// Plain and fused forms, fp32 and fp16, specialised D (16, 32, 64) and generic D, L 1..5, P 1..8,
-// locations outside, on and inside the level borders. Exit status 0 when every case passes.
+// Correctness of the MSDA kernels through the C ABI against a float64 reference written here,
+// without Python. `msda_check cpu` (default): the CPU kernels, built for the host or cross-built
+// (aarch64 under qemu, tests/test_msda_cross.py). `msda_check cuda`: the CUDA entries, built against
+// the host emulation of tests/cuda_emulation (tests/test_msda_cuda_emulated.py), with "device"
+// pointers that are host pointers. Plain and fused forms, fp32 and fp16, specialised D (16, 32, 64)
+// and generic D, L 1..5, P 1..8, locations outside, on and inside the level borders, value and
+// output pointers not 16-byte aligned (the CUDA generic path), and samples per head at both edges
+// of the CUDA kernel's shared memory. Exit status 0 when every check passes.
 //
 // Tolerance: |out - ref| <= tol * (|ref| + max|ref|), tol 1e-5 for fp32 (one fp32 rounding of h, w
 // and the weights, at most L*P*4 fp32 terms: errors ~1e-7 of the output's scale) and 1e-3 for fp16
 // (the output is rounded to half, relative step 2^-11). Wrong corners or weights err by 1e-2 and more.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "detrt_msda.h"
@@ -154,31 +160,52 @@ std::vector<float> widen(const std::vector<T>& v) {
   return out;
 }
 
+// How one check calls the library.
+struct Call {
+  bool cuda;        // the CUDA entries (emulated) instead of the CPU ones
+  int threads;      // CPU threads
+  bool misaligned;  // value and output one element past a 16-byte boundary
+  detrt_msda_status expected;
+};
+
 // Runs one form in dtype T and compares; prints a line per failure, returns the failure count.
 template <typename T>
-int check(const Case& c, const Inputs& in, bool fused, int threads, const char* name) {
+int check(const Case& c, const Inputs& in, bool fused, const Call& call, const char* name) {
   const bool half = sizeof(T) == 2;
-  const std::vector<T> value = cast<T>(in.value);
+  const size_t shift = call.misaligned ? 1 : 0;
+  std::vector<T> value_storage(in.value.size() + shift);
+  std::copy(in.value.begin(), in.value.end(), value_storage.begin() + shift);
+  const T* value = value_storage.data() + shift;
   const std::vector<T> locations = cast<T>(fused ? in.offsets : in.locations);
   const std::vector<T> weights = cast<T>(fused ? in.logits : in.weights);
   const std::vector<T> reference = cast<T>(in.reference);
-  std::vector<T> output(static_cast<size_t>(c.batch) * c.queries * c.heads * c.dim);
+  std::vector<T> output_storage(static_cast<size_t>(c.batch) * c.queries * c.heads * c.dim + shift);
+  T* output = output_storage.data() + shift;
   const detrt_msda_problem problem{c.batch, in.total, c.heads, c.dim, c.queries,
                                    static_cast<int64_t>(c.levels.size()), c.points,
                                    half ? DETRT_MSDA_FLOAT16 : DETRT_MSDA_FLOAT32, DETRT_MSDA_INT64,
                                    in.shapes.data(), in.starts.data()};
-  const detrt_msda_status status =
-      fused ? detrt_msda_fused_forward_cpu(&problem, value.data(), reference.data(), 4, locations.data(),
-                                           weights.data(), output.data(), threads)
-            : detrt_msda_forward_cpu(&problem, value.data(), locations.data(), weights.data(), output.data(),
-                                     threads);
-  if (status != DETRT_MSDA_SUCCESS) {
-    std::printf("FAIL %s: status %d (%s)\n", name, status, detrt_msda_error_string(status));
+  detrt_msda_status status;
+  if (call.cuda) {
+    status = fused ? detrt_msda_fused_forward_cuda(&problem, value, reference.data(), 4, locations.data(),
+                                                   weights.data(), output, nullptr)
+                   : detrt_msda_forward_cuda(&problem, value, locations.data(), weights.data(), output, nullptr);
+  } else {
+    status = fused ? detrt_msda_fused_forward_cpu(&problem, value, reference.data(), 4, locations.data(),
+                                                  weights.data(), output, call.threads)
+                   : detrt_msda_forward_cpu(&problem, value, locations.data(), weights.data(), output, call.threads);
+  }
+  if (status != call.expected) {
+    std::printf("FAIL %s: status %d (%s), expected %d\n", name, status, detrt_msda_error_string(status),
+                call.expected);
     return 1;
+  }
+  if (status != DETRT_MSDA_SUCCESS) {
+    return 0;
   }
   Inputs rounded = in;  // the reference sees the inputs as the kernel did (rounded to half for fp16)
   rounded.reference = widen(reference);
-  const std::vector<float> value_f = widen(value);
+  const std::vector<float> value_f = widen(std::vector<T>(value, value + in.value.size()));
   const std::vector<double> value_d(value_f.begin(), value_f.end());
   const std::vector<double> expected =
       reference_output(c, rounded, value_d, widen(locations), widen(weights), fused);
@@ -197,7 +224,13 @@ int check(const Case& c, const Inputs& in, bool fused, int threads, const char* 
 
 }  // namespace
 
-int main() {
+// The CUDA kernel keeps (L*P + 1) 32-byte corner records per head (+ 8 bytes fused) in 48 KiB less
+// its 16-level static table: L*P = 1529 fills it exactly with one head per block (plain), one more
+// sample (or the fused form's 8 bytes) does not fit.
+constexpr int kEdgeLevels = 11, kEdgePoints = 139;  // 1529 samples per head
+
+int main(int argc, char** argv) {
+  const bool cuda = argc > 1 && std::string(argv[1]) == "cuda";
   const Case cases[] = {
       {{{1, 1}}, 1, 7, 1, 16, 1},
       {{{4, 8}, {1, 1}}, 2, 9, 2, 32, 2},
@@ -208,23 +241,43 @@ int main() {
       {{{3, 1}, {1, 6}}, 1, 4, 1, 8, 6},
       {{{20, 12}, {10, 6}}, 1, 300, 2, 40, 4},  // more heads than one worker's chunk, generic D > 16
   };
+  std::vector<std::pair<int, int>> edge(kEdgeLevels, {3, 2});
+  edge.back() = {1, 1};
+  const Case fits = {edge, 1, 2, 2, 16, kEdgePoints};
+  Case generic_fits = fits;
+  generic_fits.dim = 24;
+  Case too_large = fits;
+  too_large.levels.push_back({1, 1});  // 12 levels of 139 points: 1668 samples
   int failed = 0, run = 0;
   unsigned seed = 1;
-  for (const Case& c : cases) {
+  const auto run_case = [&](const Case& c, bool misaligned, detrt_msda_status plain, detrt_msda_status fused) {
     const Inputs in = make_inputs(c, seed++);
-    char name[96];
-    for (int threads : {1, 3}) {
-      std::snprintf(name, sizeof name, "case %u D=%d threads=%d fp32", seed - 1, c.dim, threads);
-      failed += check<float>(c, in, false, threads, name);
-      std::snprintf(name, sizeof name, "case %u D=%d threads=%d fp16", seed - 1, c.dim, threads);
-      failed += check<Half>(c, in, false, threads, name);
-      std::snprintf(name, sizeof name, "case %u D=%d threads=%d fused fp32", seed - 1, c.dim, threads);
-      failed += check<float>(c, in, true, threads, name);
-      std::snprintf(name, sizeof name, "case %u D=%d threads=%d fused fp16", seed - 1, c.dim, threads);
-      failed += check<Half>(c, in, true, threads, name);
+    for (int threads : cuda ? std::vector<int>{0} : std::vector<int>{1, 3}) {
+      const Call call{cuda, threads, misaligned, plain}, fused_call{cuda, threads, misaligned, fused};
+      char name[128];
+      const auto label = [&](const char* form) {
+        std::snprintf(name, sizeof name, "case %u (D=%d, L*P=%d%s) threads=%d %s", seed - 1, c.dim,
+                      static_cast<int>(c.levels.size()) * c.points, misaligned ? ", misaligned" : "", threads, form);
+        return name;
+      };
+      failed += check<float>(c, in, false, call, label("fp32"));
+      failed += check<Half>(c, in, false, call, label("fp16"));
+      failed += check<float>(c, in, true, fused_call, label("fused fp32"));
+      failed += check<Half>(c, in, true, fused_call, label("fused fp16"));
       run += 4;
     }
+  };
+  const detrt_msda_status ok = DETRT_MSDA_SUCCESS;
+  const detrt_msda_status too_big = cuda ? DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE : DETRT_MSDA_SUCCESS;
+  for (const Case& c : cases) {
+    run_case(c, false, ok, ok);
+    if (c.dim % 16 == 0) {  // the specialised D: misaligned tensors take the generic path instead
+      run_case(c, true, ok, ok);
+    }
   }
+  run_case(fits, false, ok, too_big);
+  run_case(generic_fits, false, ok, too_big);
+  run_case(too_large, false, too_big, too_big);
   std::printf("%d of %d checks passed (%s)\n", run - failed, run, detrt_msda_build_info());
   return failed == 0 ? 0 : 1;
 }
