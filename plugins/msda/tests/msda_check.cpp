@@ -239,7 +239,8 @@ int main(int argc, char** argv) {
       {{{8, 16}, {4, 8}, {2, 4}, {1, 2}, {1, 1}}, 2, 5, 2, 16, 8},
       {{{5, 7}, {3, 3}}, 3, 6, 2, 24, 5},
       {{{3, 1}, {1, 6}}, 1, 4, 1, 8, 6},
-      {{{20, 12}, {10, 6}}, 1, 300, 2, 40, 4},  // more heads than one worker's chunk, generic D > 16
+      {{{5, 4}, {2, 2}}, 2, 5, 3, 40, 3},       // generic D over more than one warp of lanes
+      {{{20, 12}, {10, 6}}, 1, 300, 2, 40, 4},  // more heads than one CPU worker's chunk
   };
   std::vector<std::pair<int, int>> edge(kEdgeLevels, {3, 2});
   edge.back() = {1, 1};
@@ -270,6 +271,9 @@ int main(int argc, char** argv) {
   const detrt_msda_status ok = DETRT_MSDA_SUCCESS;
   const detrt_msda_status too_big = cuda ? DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE : DETRT_MSDA_SUCCESS;
   for (const Case& c : cases) {
+    if (cuda && c.queries * c.batch * c.heads > 256) {
+      continue;  // the CPU chunking case: emulated, its 600 heads cost seconds and add no CUDA path
+    }
     run_case(c, false, ok, ok);
     if (c.dim % 16 == 0) {  // the specialised D: misaligned tensors take the generic path instead
       run_case(c, true, ok, ok);
