@@ -8,11 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include "msda_cpu_isa.h"
 #include "msda_forward.h"
 #include "msda_sample.h"
 #include "msda_threads.h"
-
-#include "msda_cpu_isa.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define DETRT_MSDA_IVDEP _Pragma("GCC ivdep")
