@@ -6,12 +6,13 @@ them: reference points (level pixel centres for the encoder, uniform for the dec
 module's initial offset pattern (head direction times point index, in pixels) with N(0, 2 px) noise;
 `--uniform` draws them uniformly in [0, 1] instead (no locality: the slowest case for caches).
 
-    python3 benchmarks/msda_cpu.py --threads 2 --repeats 7
+    python3 benchmarks/msda_cpu.py --threads 2 --repeats 7 [--uniform] [--isa avx2]
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import time
@@ -85,12 +86,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--uniform", action="store_true", help="uniform random locations (no locality)")
+    parser.add_argument("--isa", choices=["avx512", "avx2", "baseline"],
+                        help="cap the library's x86 vector variant (sets DETRT_MSDA_CPU_ISA) to time a narrower one")
     args = parser.parse_args()
+    if args.isa:
+        os.environ["DETRT_MSDA_CPU_ISA"] = args.isa
     torch.set_num_threads(args.threads)
     total = sum(h * w for h, w in LEVELS)
     locations = "uniform" if args.uniform else "module-like"
+    isa = os.environ.get("DETRT_MSDA_CPU_ISA", "widest the CPU runs")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"median of {args.repeats} (taking turns) after {args.warmup} warm-up, {locations} locations")
+          f"median of {args.repeats} (taking turns) after {args.warmup} warm-up, {locations} locations, "
+          f"library variant: {isa}")
     print("| problem | reference (ms) | detrt (ms) | speed-up | max abs diff |")
     print("|---|---:|---:|---:|---:|")
     for name, queries, encoder in (("encoder Lq=22,223", total, True), ("decoder Lq=300", 300, False)):

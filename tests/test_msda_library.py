@@ -129,6 +129,29 @@ def test_half_precision() -> None:
     assert_matches(output, reference64(value, shapes, locations, weights), FP16_TOLERANCE)
 
 
+# DETRT_MSDA_CPU_ISA caps the instruction-set variant of the CPU kernel (read on every call); a cap
+# above what the CPU runs falls back to the widest it does, so every name is safe on any machine.
+CPU_ISAS = ["avx512", "avx2", "baseline"]
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+def test_every_cpu_variant_matches_reference(isa: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each vector width (16, 8, 4 lanes) on every case, fp32, fp16 and fused."""
+    monkeypatch.setenv("DETRT_MSDA_CPU_ISA", isa)
+    for levels, batch, queries, heads, dim, points in CASES:
+        value, shapes, starts, locations, weights = make_problem(levels, batch, queries, heads, dim, points)
+        assert_matches(msda.forward(value, shapes, starts, locations, weights),
+                       reference64(value, shapes, locations, weights), FP32_TOLERANCE)
+        half = value.half(), locations.half(), weights.half()
+        assert_matches(msda.forward(half[0], shapes, starts, half[1], half[2]),
+                       reference64(half[0], shapes, half[1], half[2]), FP16_TOLERANCE)
+    value, shapes, starts, reference, offsets, logits = fused_inputs([(8, 8), (4, 6), (1, 1)], 4)
+    locations = sampling_locations(reference, offsets, shapes)
+    weights = attention_weights_from_logits(logits, 3, offsets.shape[4])
+    assert_matches(msda.forward_fused(value, shapes, starts, reference, offsets, logits),
+                   reference64(value, shapes, locations, weights), FP32_TOLERANCE)
+
+
 def test_int32_indices_and_non_contiguous_inputs() -> None:
     value, shapes, starts, locations, weights = make_problem([(4, 8), (2, 4)], 2, 6, 2, 16, 2)
     shapes32, starts32 = level_tensors([(4, 8), (2, 4)], torch.int32)

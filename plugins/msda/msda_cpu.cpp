@@ -1,12 +1,14 @@
 // CPU MSDA: threads over chunks of (n, q, m) heads; per head, the valid samples' corners are
-// gathered first (msda_sample.h), then all D channels accumulate in one vectorised loop.
-// The hot loop is compiled for x86-64-v4 (AVX-512), v3 (AVX2, FMA, F16C) and baseline and
-// picked at load time (GCC function multiversioning), so one build is portable.
+// gathered first (msda_sample.h), then all D channels accumulate in registers, as vectors of the
+// CPU's own width. On x86-64 (GCC) the loop is compiled for AVX-512, AVX2 and baseline SSE2 and
+// picked per call from the CPU's features (msda_cpu_isa.h), so one build runs on any x86-64.
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
+#include "msda_cpu_isa.h"
 #include "msda_forward.h"
 #include "msda_sample.h"
 #include "msda_threads.h"
@@ -17,24 +19,23 @@
 #define DETRT_MSDA_IVDEP
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DETRT_MSDA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
-#else
-#define DETRT_MSDA_MULTIVERSION __attribute__((flatten))
-#endif
-
 namespace detrt {
 namespace msda {
 namespace {
 
+// IEEE binary16 storage: ARM's __fp16 (GCC 12 has no _Float16 in C++ on aarch64), _Float16 elsewhere.
+#if defined(__aarch64__) || defined(__arm__)
+using Half = __fp16;
+#else
 using Half = _Float16;
+#endif
 
 constexpr long long kHeadsPerChunk = 128;
 
 // Per-worker buffers, allocated before the workers start.
 template <typename T>
 struct Scratch {
-  std::vector<Corners> corners;    // L*P
+  std::vector<Corners> corners;    // 2 * L*P
   std::vector<float> exps;         // L*P: the fused form's softmax
   std::vector<float> accumulator;  // D: run-time D only
   std::vector<T> zeros;            // D: what an outside corner reads
@@ -54,13 +55,16 @@ struct Job {
 // Softmax of one head's L*P logits into `exps` (exp(l - max) / sum, as torch.softmax).
 template <typename T>
 void softmax(const T* logits, int count, float* exps) {
-  float maximum = static_cast<float>(logits[0]);
+  for (int k = 0; k < count; ++k) {  // widened first: GCC 12 for aarch64 fails on an __fp16 max reduction
+    exps[k] = static_cast<float>(logits[k]);
+  }
+  float maximum = exps[0];
   for (int k = 1; k < count; ++k) {
-    maximum = std::fmax(maximum, static_cast<float>(logits[k]));
+    maximum = std::fmax(maximum, exps[k]);
   }
   float sum = 0.0f;
   for (int k = 0; k < count; ++k) {
-    exps[k] = std::exp(static_cast<float>(logits[k]) - maximum);
+    exps[k] = std::exp(exps[k] - maximum);
     sum += exps[k];
   }
   for (int k = 0; k < count; ++k) {
@@ -70,8 +74,10 @@ void softmax(const T* logits, int count, float* exps) {
 
 // The corners of the valid samples of head (n, q, m) in level/point order; returns their number.
 template <typename T>
-int gather_corners(const Job<T>& job, long long head, int n, int q, Scratch<T>& scratch) {
+int gather_corners(const Job<T>& job, long long head, Scratch<T>& scratch, Corners* corners) {
   const Problem& p = job.problem;
+  const int q = static_cast<int>(head / p.num_heads % p.num_queries);
+  const int n = static_cast<int>(head / p.num_heads / p.num_queries);
   const int samples = p.samples_per_head();
   const long long first = head * samples;
   if (job.reference_dim != 0) {
@@ -95,30 +101,9 @@ int gather_corners(const Job<T>& job, long long head, int n, int q, Scratch<T>& 
     } else {
       attention = static_cast<float>(job.weights[first + k]);
     }
-    count += bilinear_corners(x, y, attention, p.levels[l], scratch.corners[count]) ? 1 : 0;
+    count += bilinear_corners(x, y, attention, p.levels[l], corners[count]) ? 1 : 0;
   }
   return count;
-}
-
-// 16 fp32 channels: one AVX-512 register, two AVX2 or four SSE registers.
-typedef float Lanes __attribute__((vector_size(64)));
-typedef Half HalfLanes __attribute__((vector_size(32)));
-constexpr int kLanes = 16;
-
-// Vectors go by reference: by value, their calling convention would differ between clones.
-inline void load_lanes(const float* p, Lanes& v) { std::memcpy(&v, p, sizeof v); }
-
-inline void load_lanes(const Half* p, Lanes& v) {
-  HalfLanes h;
-  std::memcpy(&h, p, sizeof h);
-  v = __builtin_convertvector(h, Lanes);
-}
-
-inline void store_lanes(float* p, const Lanes& v) { std::memcpy(p, &v, sizeof v); }
-
-inline void store_lanes(Half* p, const Lanes& v) {
-  const HalfLanes h = __builtin_convertvector(v, HalfLanes);
-  std::memcpy(p, &h, sizeof h);
 }
 
 // The four corner rows of one sample; outside corners read `zeros`.
@@ -132,30 +117,65 @@ struct CornerRows {
   }
 };
 
-// out[d] = sum over samples of (w0*c0[d] + w1*c1[d] + w2*c2[d] + w3*c3[d]), D = kDim (a multiple of 16).
-template <typename T, int kDim>
+// kLanes fp32 (or fp16) channels as one GCC/Clang vector. Each instruction-set variant uses its own
+// register width: a vector wider than the registers is split through the stack on every operation.
+template <int kLanes>
+struct Lanes {
+  typedef float Float __attribute__((vector_size(4 * kLanes)));
+  typedef Half Halves __attribute__((vector_size(2 * kLanes)));
+};
+
+// Vectors go by reference: by value, their calling convention would differ between variants.
+template <int kLanes>
+inline void load_lanes(const float* p, typename Lanes<kLanes>::Float& v) {
+  std::memcpy(&v, p, sizeof v);
+}
+
+template <int kLanes>
+inline void load_lanes(const Half* p, typename Lanes<kLanes>::Float& v) {
+  typename Lanes<kLanes>::Halves h;
+  std::memcpy(&h, p, sizeof h);
+  v = __builtin_convertvector(h, typename Lanes<kLanes>::Float);
+}
+
+template <int kLanes>
+inline void store_lanes(float* p, const typename Lanes<kLanes>::Float& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <int kLanes>
+inline void store_lanes(Half* p, const typename Lanes<kLanes>::Float& v) {
+  const typename Lanes<kLanes>::Halves h = __builtin_convertvector(v, typename Lanes<kLanes>::Halves);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// out[d] = sum over samples of (w0*c0[d] + w1*c1[d] + w2*c2[d] + w3*c3[d]), D = kDim (a multiple of
+// kLanes), with the kDim / kLanes accumulators in registers.
+template <typename T, int kDim, int kLanes>
 inline void accumulate_fixed(const Corners* corners, int count, const T* base, long long stride, const T* zeros,
                              T* out) {
+  typedef typename Lanes<kLanes>::Float Vector;
   constexpr int kVectors = kDim / kLanes;
-  Lanes acc[kVectors] = {};
+  static_assert(kDim % kLanes == 0, "the specialised D must be a multiple of the vector width");
+  Vector acc[kVectors] = {};
   for (int i = 0; i < count; ++i) {
     const Corners& c = corners[i];
     const CornerRows<T> r(c, base, stride, zeros);
     for (int v = 0; v < kVectors; ++v) {
-      Lanes c0, c1, c2, c3;
-      load_lanes(r.row[0] + v * kLanes, c0);
-      load_lanes(r.row[1] + v * kLanes, c1);
-      load_lanes(r.row[2] + v * kLanes, c2);
-      load_lanes(r.row[3] + v * kLanes, c3);
+      Vector c0, c1, c2, c3;
+      load_lanes<kLanes>(r.row[0] + v * kLanes, c0);
+      load_lanes<kLanes>(r.row[1] + v * kLanes, c1);
+      load_lanes<kLanes>(r.row[2] + v * kLanes, c2);
+      load_lanes<kLanes>(r.row[3] + v * kLanes, c3);
       acc[v] += c.weight[0] * c0 + c.weight[1] * c1 + c.weight[2] * c2 + c.weight[3] * c3;
     }
   }
   for (int v = 0; v < kVectors; ++v) {
-    store_lanes(out + v * kLanes, acc[v]);
+    store_lanes<kLanes>(out + v * kLanes, acc[v]);
   }
 }
 
-// The same for any D, accumulating in `acc` (D floats).
+// The same for any D, accumulating in `acc` (D floats); the compiler vectorises the loop over d.
 template <typename T>
 inline void accumulate_any(const Corners* corners, int count, const T* base, long long stride, const T* zeros,
                            int dim, float* acc, T* out) {
@@ -176,26 +196,94 @@ inline void accumulate_any(const Corners* corners, int count, const T* base, lon
   }
 }
 
-// All heads in [begin, end): one output row of D channels each. kDim 0: D known at run time.
+// Value of head `head`'s batch item and head index: row s of it is base + s * M * D.
+template <typename T>
+inline const T* head_values(const Job<T>& job, long long head) {
+  const Problem& p = job.problem;
+  const long long m = head % p.num_heads;
+  const long long n = head / p.num_heads / p.num_queries;
+  return job.value + (n * p.num_values * p.num_heads + m) * p.head_dim;
+}
+
+// Asks the memory system for the value rows (D channels) that `count` gathered corners will read.
 template <typename T, int kDim>
-DETRT_MSDA_MULTIVERSION void run_heads(const Job<T>& job, long long begin, long long end, Scratch<T>& scratch) {
+inline void prefetch_rows(const Corners* corners, int count, const T* base, long long stride, int dim) {
+  constexpr int kLine = 64;
+  const int bytes = (kDim > 0 ? kDim : dim) * static_cast<int>(sizeof(T));
+  for (int i = 0; i < count; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      if (corners[i].position[j] >= 0) {
+        const char* row = reinterpret_cast<const char*>(base + corners[i].position[j] * stride);
+        for (int offset = 0; offset < bytes; offset += kLine) {
+          __builtin_prefetch(row + offset);
+        }
+      }
+    }
+  }
+}
+
+// All heads in [begin, end): one output row of D channels each. kDim 0: D known at run time.
+// Two stages: while head h accumulates, the corners of head h + 1 are gathered and their value
+// rows prefetched, so the scattered reads of consecutive heads overlap instead of each waiting for
+// memory in turn (the decoder's samples land anywhere in a value tensor larger than the caches).
+template <typename T, int kDim, int kLanes>
+__attribute__((flatten)) void run_heads(const Job<T>& job, long long begin, long long end, Scratch<T>& scratch) {
   const Problem& p = job.problem;
   const int dim = p.head_dim;
   const long long stride = static_cast<long long>(p.num_heads) * dim;
+  Corners* current = scratch.corners.data();
+  Corners* next = current + p.samples_per_head();
+  int count = gather_corners(job, begin, scratch, current);
   for (long long head = begin; head < end; ++head) {
-    const int m = static_cast<int>(head % p.num_heads);
-    const int q = static_cast<int>(head / p.num_heads % p.num_queries);
-    const int n = static_cast<int>(head / p.num_heads / p.num_queries);
-    const int count = gather_corners(job, head, n, q, scratch);
-    const T* base = job.value + (static_cast<long long>(n) * p.num_values * p.num_heads + m) * dim;
+    int next_count = 0;
+    if (head + 1 < end) {
+      next_count = gather_corners(job, head + 1, scratch, next);
+      prefetch_rows<T, kDim>(next, next_count, head_values(job, head + 1), stride, dim);
+    }
+    const T* base = head_values(job, head);
     T* out = job.output + head * dim;
     if constexpr (kDim > 0) {
-      accumulate_fixed<T, kDim>(scratch.corners.data(), count, base, stride, scratch.zeros.data(), out);
+      accumulate_fixed<T, kDim, kLanes>(current, count, base, stride, scratch.zeros.data(), out);
     } else {
-      accumulate_any(scratch.corners.data(), count, base, stride, scratch.zeros.data(), dim,
-                     scratch.accumulator.data(), out);
+      accumulate_any(current, count, base, stride, scratch.zeros.data(), dim, scratch.accumulator.data(), out);
     }
+    std::swap(current, next);
+    count = next_count;
   }
+}
+
+template <typename T>
+using RunHeads = void (*)(const Job<T>&, long long, long long, Scratch<T>&);
+
+#if DETRT_MSDA_X86_VARIANTS
+// The same loop compiled for AVX-512 (16 lanes) and AVX2 + FMA + F16C (8 lanes).
+template <typename T, int kDim>
+__attribute__((target("arch=x86-64-v4"), flatten)) void run_heads_avx512(const Job<T>& job, long long begin,
+                                                                         long long end, Scratch<T>& scratch) {
+  run_heads<T, kDim, 16>(job, begin, end, scratch);
+}
+
+template <typename T, int kDim>
+__attribute__((target("arch=x86-64-v3"), flatten)) void run_heads_avx2(const Job<T>& job, long long begin,
+                                                                       long long end, Scratch<T>& scratch) {
+  run_heads<T, kDim, 8>(job, begin, end, scratch);
+}
+#endif
+
+// The widest variant this CPU runs, capped by DETRT_MSDA_CPU_ISA (see cpu_isa()).
+template <typename T, int kDim>
+RunHeads<T> select_run_heads() {
+#if DETRT_MSDA_X86_VARIANTS
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512:
+      return run_heads_avx512<T, kDim>;
+    case CpuIsa::kAvx2:
+      return run_heads_avx2<T, kDim>;
+    default:
+      break;
+  }
+#endif
+  return run_heads<T, kDim, 4>;  // SSE2 / NEON: 128-bit registers
 }
 
 template <typename T, int kDim>
@@ -207,7 +295,7 @@ detrt_msda_status run(const Job<T>& job, int num_threads) {
   try {
     scratch.resize(static_cast<size_t>(workers));
     for (Scratch<T>& s : scratch) {
-      s.corners.resize(static_cast<size_t>(p.samples_per_head()));
+      s.corners.resize(2 * static_cast<size_t>(p.samples_per_head()));  // this head's and the next
       s.exps.resize(job.reference_dim != 0 ? static_cast<size_t>(p.samples_per_head()) : 0);
       s.accumulator.resize(static_cast<size_t>(p.head_dim));
       s.zeros.assign(static_cast<size_t>(p.head_dim), T(0));
@@ -215,8 +303,9 @@ detrt_msda_status run(const Job<T>& job, int num_threads) {
   } catch (const std::bad_alloc&) {
     return DETRT_MSDA_ERROR_OUT_OF_MEMORY;
   }
+  const RunHeads<T> run_heads_here = select_run_heads<T, kDim>();
   parallel_for(heads, kHeadsPerChunk, workers, [&](long long begin, long long end, int worker) {
-    run_heads<T, kDim>(job, begin, end, scratch[static_cast<size_t>(worker)]);
+    run_heads_here(job, begin, end, scratch[static_cast<size_t>(worker)]);
   });
   return DETRT_MSDA_SUCCESS;
 }

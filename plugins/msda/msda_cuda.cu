@@ -14,6 +14,14 @@
 #include "msda_forward.h"
 #include "msda_sample.h"
 
+// Hooks for the host emulation of tests/cuda_emulation (which defines both); nvcc uses these.
+#ifndef DETRT_MSDA_DYNAMIC_SHARED
+#define DETRT_MSDA_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+#ifndef DETRT_MSDA_LAUNCH
+#define DETRT_MSDA_LAUNCH(kernel, grid, block, shared, stream) kernel<<<grid, block, shared, stream>>>
+#endif
+
 namespace detrt {
 namespace msda {
 namespace {
@@ -229,7 +237,7 @@ __device__ void accumulate_scalar(const Shape& s, const Pointers<T>& t, long lon
 template <typename T, int kDim, bool kFused>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocks)
     msda_kernel(const Shape shape, const Pointers<T> pointers) {
-  extern __shared__ __align__(16) unsigned char shared[];
+  DETRT_MSDA_DYNAMIC_SHARED(shared);
   __shared__ Level levels[DETRT_MSDA_MAX_LEVELS];
   // Thread 0 copies the level table (a block may have fewer threads than levels); static indices
   // keep the kernel parameter in constant memory.
@@ -302,9 +310,9 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   const dim3 block(static_cast<unsigned>(heads_per_block * kLanes));
   const size_t shared = static_cast<size_t>(heads_per_block) * head_bytes;
   if (fused) {
-    msda_kernel<T, kDim, true><<<grid, block, shared, stream>>>(shape, pointers);
+    DETRT_MSDA_LAUNCH((msda_kernel<T, kDim, true>), grid, block, shared, stream)(shape, pointers);
   } else {
-    msda_kernel<T, kDim, false><<<grid, block, shared, stream>>>(shape, pointers);
+    DETRT_MSDA_LAUNCH((msda_kernel<T, kDim, false>), grid, block, shared, stream)(shape, pointers);
   }
   return cudaGetLastError() == cudaSuccess ? DETRT_MSDA_SUCCESS : DETRT_MSDA_ERROR_CUDA;
 }
