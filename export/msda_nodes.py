@@ -40,7 +40,7 @@ DETRT_FUSED_PLUGIN = PluginNode("DetrtMultiscaleDeformableAttnFused", "1", "detr
 NVIDIA_PLUGIN = PluginNode("MultiscaleDeformableAttnPlugin_TRT", "2", "", "trt", 4)
 PLUGIN_NODES = {"plugin": DETRT_PLUGIN, "nvidia": NVIDIA_PLUGIN}
 
-# Limits of our kernels (plugins/msda/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
+# Limits of our kernels (plugins/msda_kernels/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
 # bilinear corners of one head's L*P samples (32 bytes each, plus one row, plus 8 bytes in the fused
 # form) must fit the kernel's dynamic shared memory: 48 KiB less its static table of 16 levels (12
 # bytes each).

@@ -31,7 +31,7 @@ def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 def add_level_shapes(model: onnx.ModelProto) -> None:
     """Copy each detrt plugin node's constant level table into its ``spatial_shapes`` attribute, so the
-    plugin knows the levels on the host without reading the device tensor (see plugins/msda/README.md)."""
+    plugin knows the levels on the host without reading the device tensor (see plugins/msda_tensorrt/README.md)."""
     constants = _constant_values(model)
     for node in plugin_nodes(model):
         if node.op_type not in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name) or any(a.name == "spatial_shapes" for a in node.attribute):

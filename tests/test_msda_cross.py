@@ -1,5 +1,5 @@
 """Cross-builds libdetrt_plugins for aarch64 (Jetson's CPU) with plugins/cmake/aarch64-linux-gnu.cmake
-and runs the C++ correctness check of the CPU kernels (plugins/msda/tests/msda_check.cpp: plain
+and runs the C++ correctness check of the CPU kernels (plugins/msda_kernels/tests/msda_check.cpp: plain
 and fused, fp32 and fp16, specialised and generic D, against float64) under qemu-aarch64, through
 ctest. Correctness only: emulated timings mean nothing.
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from detrt.detectors.models.msda_op import ms_deform_attn
-from detrt.plugins import library, msda
+from detrt.plugins import kernels, library
 from detrt.detectors.models.msda_op import attention_weights_from_logits, sampling_locations
 from test_msda_library import FP16_TOLERANCE, FP32_TOLERANCE, assert_matches, fused_inputs, make_problem, reference64
 
@@ -63,7 +63,7 @@ def to_cuda(tensors: tuple[Tensor, ...], dtype: torch.dtype) -> list[Tensor]:
 def test_cuda_matches_reference(dim: int, dtype: torch.dtype) -> None:
     levels = [(16, 8), (8, 4), (4, 2), (1, 1)]
     value, shapes, starts, locations, weights = to_cuda(make_problem(levels, 2, 37, 4, dim, 4), dtype)
-    output = msda.forward(value, shapes, starts, locations, weights)
+    output = kernels.forward(value, shapes, starts, locations, weights)
     assert output.dtype == dtype and output.is_cuda
     expected = reference64(value.cpu(), shapes.cpu(), locations.cpu(), weights.cpu())
     assert_matches(output.cpu(), expected, TOLERANCE[dtype])
@@ -75,7 +75,7 @@ def test_cuda_matches_reference(dim: int, dtype: torch.dtype) -> None:
 def test_cuda_fused_matches_module_then_reference(reference_dim: int, dtype: torch.dtype) -> None:
     value, shapes, starts, reference, offsets, logits = to_cuda(
         fused_inputs([(8, 8), (4, 6), (1, 1)], reference_dim), dtype)
-    output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
+    output = kernels.forward_fused(value, shapes, starts, reference, offsets, logits)
     locations = sampling_locations(reference.float().cpu(), offsets.float().cpu(), shapes.cpu())
     weights = attention_weights_from_logits(logits.float().cpu(), *offsets.shape[3:5])
     assert_matches(output.cpu(), reference64(value.cpu(), shapes.cpu(), locations, weights), TOLERANCE[dtype])
@@ -88,7 +88,7 @@ def test_cuda_unaligned_value_uses_the_scalar_kernel(dtype: torch.dtype) -> None
     shifted = torch.empty(value.numel() + 1, dtype=dtype, device="cuda")[1:].view(value.shape)
     shifted.copy_(value)
     assert shifted.data_ptr() % 16 != 0
-    output = msda.forward(shifted, shapes, starts, locations, weights)
+    output = kernels.forward(shifted, shapes, starts, locations, weights)
     expected = reference64(value.cpu(), shapes.cpu(), locations.cpu(), weights.cpu())
     assert_matches(output.cpu(), expected, TOLERANCE[dtype])
 
@@ -100,7 +100,7 @@ def test_cuda_blocks_fit_shared_memory_beside_the_level_table(dtype: torch.dtype
     """fp16, D 16, L*P 15 would fill exactly 48 KiB of dynamic shared memory, and 8 x 191 is the most
     samples per head the export allows: the kernel's static level table must fit beside both."""
     inputs = to_cuda(make_problem([(2, 2)] * levels, 1, 7, 2, dim, points), dtype)
-    output = msda.forward(*inputs)
+    output = kernels.forward(*inputs)
     value, shapes, _, locations, weights = (t.cpu() for t in inputs)
     assert_matches(output.cpu(), reference64(value, shapes, locations, weights), TOLERANCE[dtype])
 
@@ -110,8 +110,8 @@ def test_cuda_equals_cpu_library_on_the_encoder_problem() -> None:
     """The full encoder problem of msda-spec.md: same per-sample math on both devices."""
     levels = [(100, 167), (50, 84), (25, 42), (13, 21)]
     value, shapes, starts, locations, weights = make_problem(levels, 1, 22223, 8, 32, 4)
-    cpu = msda.forward(value, shapes, starts, locations, weights)
-    gpu = msda.forward(*to_cuda((value, shapes, starts, locations, weights), torch.float32))
+    cpu = kernels.forward(value, shapes, starts, locations, weights)
+    gpu = kernels.forward(*to_cuda((value, shapes, starts, locations, weights), torch.float32))
     assert_matches(gpu.cpu(), cpu.double(), FP32_TOLERANCE)
 
 
@@ -122,7 +122,7 @@ def test_cuda_many_samples_per_head_and_side_stream() -> None:
     value, shapes, starts, locations, weights = make_problem(levels, 1, 5, 2, 32, 16)
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
-        output = msda.forward(*to_cuda((value, shapes, starts, locations, weights), torch.float32))
+        output = kernels.forward(*to_cuda((value, shapes, starts, locations, weights), torch.float32))
     stream.synchronize()
     assert_matches(output.cpu(), reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 

@@ -1,8 +1,8 @@
-"""The CUDA kernels checked without a GPU: plugins/msda/msda_cuda.cu compiled as host C++ under the
-emulation of plugins/msda/tests/cuda_emulation (blocks run one after another, each thread of a block
+"""The CUDA kernels checked without a GPU: plugins/msda_kernels/msda_cuda.cu compiled as host C++ under the
+emulation of plugins/msda_kernels/tests/cuda_emulation (blocks run one after another, each thread of a block
 on its own std::thread so __syncthreads() is a real barrier; the launch limits of a GPU; dynamic
 shared memory of exactly the launch's size; AddressSanitizer and UBSan on every access), then the
-C++ check plugins/msda/tests/msda_check.cpp in `cuda` mode through the C ABI's CUDA entries: plain
+C++ check plugins/msda_kernels/tests/msda_check.cpp in `cuda` mode through the C ABI's CUDA entries: plain
 and fused, fp32 and fp16, D 16/32/64 (vector path) and generic D and misaligned tensors (one warp
 per head), and the samples per head at both edges of the kernel's shared memory (the largest that
 fits runs, one more is DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE). Against float64: fp32 1e-5, fp16 1e-3

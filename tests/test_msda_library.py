@@ -20,7 +20,7 @@ from torch import Tensor
 
 from detrt.detectors.models.msda_op import (attention_weights_from_logits, ms_deform_attn, ms_deform_attn_reference,
                                   sampling_locations)
-from detrt.plugins import LibraryNotFoundError, library, msda
+from detrt.plugins import LibraryNotFoundError, kernels, library
 
 FP32_TOLERANCE = 1e-5
 FP16_TOLERANCE = 1e-3
@@ -92,7 +92,7 @@ CASES = [
 def test_matches_reference(levels: list[tuple[int, int]], batch: int, queries: int, heads: int, dim: int,
                            points: int) -> None:
     value, shapes, starts, locations, weights = make_problem(levels, batch, queries, heads, dim, points)
-    output = msda.forward(value, shapes, starts, locations, weights)
+    output = kernels.forward(value, shapes, starts, locations, weights)
     assert output.shape == (batch, queries, heads * dim) and output.dtype == torch.float32
     assert_matches(output, reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 
@@ -100,7 +100,7 @@ def test_matches_reference(levels: list[tuple[int, int]], batch: int, queries: i
 @pytest.mark.parametrize("points", range(1, 9))
 def test_every_point_count(points: int) -> None:
     value, shapes, starts, locations, weights = make_problem([(4, 4), (2, 2)], 2, 5, 2, 32, points, seed=points)
-    assert_matches(msda.forward(value, shapes, starts, locations, weights),
+    assert_matches(kernels.forward(value, shapes, starts, locations, weights),
                    reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 
 
@@ -113,18 +113,18 @@ def test_strict_bounds_and_corner_zeroing() -> None:
     ys = [-0.125, 1.125, -0.125 + 2 ** -12, 0.0]  # h = -1, 4, -1 + 2^-10, -0.5
     locations = torch.tensor([[centre, y] for y in ys]).view(1, 4, 1, 1, 1, 2)
     weights = torch.ones(1, 4, 1, 1, 1)
-    output = msda.forward(value, shapes, starts, locations, weights)[0, :, 0]
+    output = kernels.forward(value, shapes, starts, locations, weights)[0, :, 0]
     expected = torch.tensor([0.0, 0.0, 2 ** -10 * 3, 0.5 * 3])  # row 0, column 2 holds 3
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
     edge = torch.tensor([[0.0, 0.625]]).view(1, 1, 1, 1, 1, 2)  # w = -0.5, h = 2
-    torch.testing.assert_close(msda.forward(value, shapes, starts, edge, weights[:, :1])[0, 0, 0],
+    torch.testing.assert_close(kernels.forward(value, shapes, starts, edge, weights[:, :1])[0, 0, 0],
                                torch.tensor(0.5 * 9), rtol=0, atol=0)
 
 
 def test_half_precision() -> None:
     value, shapes, starts, locations, weights = make_problem([(8, 8), (4, 4), (2, 2)], 2, 9, 4, 32, 4)
     value, locations, weights = value.half(), locations.half(), weights.half()
-    output = msda.forward(value, shapes, starts, locations, weights)
+    output = kernels.forward(value, shapes, starts, locations, weights)
     assert output.dtype == torch.float16
     assert_matches(output, reference64(value, shapes, locations, weights), FP16_TOLERANCE)
 
@@ -140,15 +140,15 @@ def test_every_cpu_variant_matches_reference(isa: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("DETRT_MSDA_CPU_ISA", isa)
     for levels, batch, queries, heads, dim, points in CASES:
         value, shapes, starts, locations, weights = make_problem(levels, batch, queries, heads, dim, points)
-        assert_matches(msda.forward(value, shapes, starts, locations, weights),
+        assert_matches(kernels.forward(value, shapes, starts, locations, weights),
                        reference64(value, shapes, locations, weights), FP32_TOLERANCE)
         half = value.half(), locations.half(), weights.half()
-        assert_matches(msda.forward(half[0], shapes, starts, half[1], half[2]),
+        assert_matches(kernels.forward(half[0], shapes, starts, half[1], half[2]),
                        reference64(half[0], shapes, half[1], half[2]), FP16_TOLERANCE)
     value, shapes, starts, reference, offsets, logits = fused_inputs([(8, 8), (4, 6), (1, 1)], 4)
     locations = sampling_locations(reference, offsets, shapes)
     weights = attention_weights_from_logits(logits, 3, offsets.shape[4])
-    assert_matches(msda.forward_fused(value, shapes, starts, reference, offsets, logits),
+    assert_matches(kernels.forward_fused(value, shapes, starts, reference, offsets, logits),
                    reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 
 
@@ -157,19 +157,19 @@ def test_int32_indices_and_non_contiguous_inputs() -> None:
     shapes32, starts32 = level_tensors([(4, 8), (2, 4)], torch.int32)
     strided = locations.transpose(0, 1).contiguous().transpose(0, 1)
     assert not strided.is_contiguous()
-    assert_matches(msda.forward(value, shapes32, starts32, strided, weights),
+    assert_matches(kernels.forward(value, shapes32, starts32, strided, weights),
                    reference64(value, shapes, locations, weights), FP32_TOLERANCE)
 
 
 def test_thread_counts_agree_bitwise() -> None:
     value, shapes, starts, locations, weights = make_problem([(16, 8), (8, 4)], 2, 300, 8, 32, 4)
-    one = msda.forward(value, shapes, starts, locations, weights, num_threads=1)
-    assert torch.equal(one, msda.forward(value, shapes, starts, locations, weights, num_threads=3))
+    one = kernels.forward(value, shapes, starts, locations, weights, num_threads=1)
+    assert torch.equal(one, kernels.forward(value, shapes, starts, locations, weights, num_threads=3))
 
 
 def test_empty_query_set() -> None:
     value, shapes, starts, locations, weights = make_problem([(2, 2)], 2, 0, 2, 16, 2)
-    assert msda.forward(value, shapes, starts, locations, weights).shape == (2, 0, 32)
+    assert kernels.forward(value, shapes, starts, locations, weights).shape == (2, 0, 32)
 
 
 def fused_inputs(levels: list[tuple[int, int]], reference_dim: int, seed: int = 0) -> tuple[Tensor, ...]:
@@ -188,7 +188,7 @@ def fused_inputs(levels: list[tuple[int, int]], reference_dim: int, seed: int = 
 def test_fused_matches_module_then_reference(reference_dim: int) -> None:
     levels = [(8, 8), (4, 6), (1, 1)]
     value, shapes, starts, reference, offsets, logits = fused_inputs(levels, reference_dim)
-    output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
+    output = kernels.forward_fused(value, shapes, starts, reference, offsets, logits)
     locations = sampling_locations(reference, offsets, shapes)
     weights = attention_weights_from_logits(logits, len(levels), offsets.shape[4])
     assert_matches(output, reference64(value, shapes, locations, weights), FP32_TOLERANCE)
@@ -197,7 +197,7 @@ def test_fused_matches_module_then_reference(reference_dim: int) -> None:
 def test_fused_half_precision() -> None:
     value, shapes, starts, reference, offsets, logits = fused_inputs([(8, 8), (4, 4)], 4)
     value, reference, offsets, logits = value.half(), reference.half(), offsets.half(), logits.half()
-    output = msda.forward_fused(value, shapes, starts, reference, offsets, logits)
+    output = kernels.forward_fused(value, shapes, starts, reference, offsets, logits)
     locations = sampling_locations(reference.float(), offsets.float(), shapes)
     weights = attention_weights_from_logits(logits.float(), *offsets.shape[3:5])
     assert_matches(output, reference64(value, shapes, locations, weights), FP16_TOLERANCE)
@@ -296,28 +296,28 @@ def test_error_strings_and_version() -> None:
 def test_invalid_level_table_raises_value_error() -> None:
     value, shapes, starts, locations, weights = make_problem([(4, 4), (2, 2)], 1, 3, 2, 16, 2)
     with pytest.raises(ValueError, match="prefix sum"):
-        msda.forward(value, shapes, starts + 1, locations, weights)
+        kernels.forward(value, shapes, starts + 1, locations, weights)
     with pytest.raises(ValueError, match="do not cover S"):
-        msda.forward(value, shapes * 2, starts, locations, weights)
+        kernels.forward(value, shapes * 2, starts, locations, weights)
     with pytest.raises(ValueError, match="positive"):
-        msda.forward(value, torch.tensor([[0, 4], [2, 2]]), starts, locations, weights)
+        kernels.forward(value, torch.tensor([[0, 4], [2, 2]]), starts, locations, weights)
 
 
 def test_inconsistent_tensors_raise_value_error() -> None:
     value, shapes, starts, locations, weights = make_problem([(4, 4), (2, 2)], 1, 3, 2, 16, 2)
     with pytest.raises(ValueError, match="attention_weights"):
-        msda.forward(value, shapes, starts, locations, weights[..., :1])
+        kernels.forward(value, shapes, starts, locations, weights[..., :1])
     with pytest.raises(ValueError, match="spatial_shapes"):
-        msda.forward(value, shapes[:1], starts, locations, weights)
+        kernels.forward(value, shapes[:1], starts, locations, weights)
     with pytest.raises(ValueError, match="dtype"):
-        msda.forward(value, shapes, starts, locations.half(), weights)
+        kernels.forward(value, shapes, starts, locations.half(), weights)
     with pytest.raises(ValueError, match="float32 or float16"):
-        msda.forward(value.double(), shapes, starts, locations.double(), weights.double())
+        kernels.forward(value.double(), shapes, starts, locations.double(), weights.double())
     with pytest.raises(ValueError, match="value"):
-        msda.forward(value[:, :, :1], shapes, starts, locations, weights)
+        kernels.forward(value[:, :, :1], shapes, starts, locations, weights)
     _, _, _, reference, offsets, logits = fused_inputs([(4, 4), (2, 2)], 2)
     with pytest.raises(ValueError, match="reference_points"):
-        msda.forward_fused(value, shapes, starts, reference[..., :1], offsets[:, :, :2], logits[:, :, :2])
+        kernels.forward_fused(value, shapes, starts, reference[..., :1], offsets[:, :, :2], logits[:, :, :2])
 
 
 # --- a missing library ----------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_missing_library_named_by_env_var(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv(library.ENV_VAR, str(absent))
     value, shapes, starts, locations, weights = make_problem([(2, 2)], 1, 2, 1, 16, 1)
     with pytest.raises(LibraryNotFoundError, match=str(absent)):
-        msda.forward(value, shapes, starts, locations, weights)
+        kernels.forward(value, shapes, starts, locations, weights)
     with pytest.raises(LibraryNotFoundError):  # through the custom op too: never a silent fallback
         ms_deform_attn(value, shapes, starts, locations, weights, impl="detrt")
     assert issubclass(LibraryNotFoundError, ImportError)

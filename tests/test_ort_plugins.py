@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, PluginNode
 from detrt.export.ort_plugins import create_session
-from detrt.plugins import msda
+from detrt.plugins import kernels
 
 SHAPES = [(8, 8), (4, 4)]  # two levels
 N, LQ, M, D, P = 2, 5, 2, 8, 3
@@ -55,7 +55,7 @@ def plugin_graph(node: PluginNode, feeds: dict[str, np.ndarray], float_type: int
 
 def kernel(node: PluginNode, feeds: dict[str, np.ndarray]) -> np.ndarray:
     tensors = [torch.from_numpy(a) for a in feeds.values()]
-    output = (msda.forward_fused if node is DETRT_FUSED_PLUGIN else msda.forward)(*tensors).numpy()
+    output = (kernels.forward_fused if node is DETRT_FUSED_PLUGIN else kernels.forward)(*tensors).numpy()
     return output.reshape(N, LQ, M, D) if node.output_rank == 4 else output
 
 

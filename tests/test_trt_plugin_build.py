@@ -1,6 +1,6 @@
 """Builds libdetrt_trt_plugins (the TensorRT MSDA plugins) against each TensorRT header set named by
 DETRT_TENSORRT_INCLUDE_DIRS (folders separated by os.pathsep; DETRT_TENSORRT_INCLUDE_DIR for one),
-with warnings as errors, and runs its host-only test, plugins/msda/tests/msda_trt_fields_test.cpp
+with warnings as errors, and runs its host-only test, plugins/msda_tensorrt/tests/msda_trt_fields_test.cpp
 (creators, field validation, serialisation round trip, shape and type checks, error reporting).
 Also checks how CMake reads the three styles of TensorRT version header.
 

@@ -88,7 +88,7 @@ def _forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, s
     if impl == "reference":
         return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
     if impl == "detrt":
-        from detrt.plugins import msda as library  # imported on use: the library is optional
+        from detrt.plugins import kernels as library  # imported on use: the library is optional
 
         return library.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
@@ -139,7 +139,7 @@ def _ms_deform_attn_fused_op(value: Tensor, spatial_shapes: Tensor, level_start_
     if impl == "reference":
         return _fused_reference(value, spatial_shapes, reference_points, sampling_offsets, attention_logits)
     if impl == "detrt":
-        from detrt.plugins import msda as library  # imported on use: the library is optional
+        from detrt.plugins import kernels as library  # imported on use: the library is optional
 
         return library.forward_fused(value, spatial_shapes, level_start_index, reference_points, sampling_offsets,
                                      attention_logits)

@@ -1,34 +1,27 @@
 """Find and load the plugins a TensorRT engine of a detrt graph needs.
 
 Our MSDA plugin (`DetrtMultiscaleDeformableAttn`, namespace "detrt") lives in
-``libdetrt_trt_plugins``, searched in this order: ``--plugin-lib PATH``, the environment variable
-``DETRT_TRT_PLUGIN_LIB``, then the folders where ``libdetrt_plugins`` is searched (the installed
-``detrt/plugins`` first). NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT`` comes with TensorRT
+``libdetrt_trt_plugins``, searched by `detrt.plugins.library` (as ``libdetrt_plugins`` is):
+``--plugin-lib PATH``, the environment variable ``DETRT_TRT_PLUGIN_LIB``, then the installed
+``detrt/plugins`` and the build folders. NVIDIA's ``MultiscaleDeformableAttnPlugin_TRT`` comes with TensorRT
 (``init_libnvinfer_plugins``). Portable graphs need neither.
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
+
+from detrt.plugins import library
 
 from ...errors import PluginLibraryError
 
-ENV_VAR = "DETRT_TRT_PLUGIN_LIB"
-LIBRARY_FILE = {"win32": "detrt_trt_plugins.dll"}.get(sys.platform, "libdetrt_trt_plugins.so")
+ENV_VAR = library.TENSORRT_ENV_VAR
+LIBRARY_FILE = library.TENSORRT_LIBRARY_FILE
 _loaded: dict[str, object] = {}  # library path -> registry handle (a library is loaded once per process)
 
 
 def candidate_paths(explicit: str | None = None) -> list[Path]:
     """Where the TensorRT plugin library may be, in search order."""
-    if explicit:
-        return [Path(explicit)]
-    if os.environ.get(ENV_VAR):
-        return [Path(os.environ[ENV_VAR])]
-    from detrt.plugins.library import candidate_paths as native_paths
-
-    folders = dict.fromkeys(path.parent for path in native_paths())
-    return [folder / LIBRARY_FILE for folder in folders]
+    return library.candidate_paths(LIBRARY_FILE, ENV_VAR, explicit)
 
 
 def find_plugin_library(explicit: str | None = None) -> Path:
