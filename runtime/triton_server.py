@@ -101,7 +101,7 @@ class ServerEnvironment:
         inherited = os.environ.get("LD_LIBRARY_PATH")
         return {**os.environ, "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
                 "LD_LIBRARY_PATH": os.pathsep.join(libraries + ([inherited] if inherited else [])),
-                "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+                "PYTHONNOUSERSITE": "1"}
 
 
 def prepare_environment(home: str | Path | None = None, progress: Callable[[str], None] = print) -> ServerEnvironment:
