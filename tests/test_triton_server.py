@@ -144,6 +144,11 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server: Trit
             detector.detect_encoded([data])
     with pytest.raises(TritonRequestError, match="image 1 of the request"):  # one bad image fails its request
         detector.detect_encoded([good, b"junk"])
+    not_an_image = http.InferInput("image", [1, 1], "BYTES")
+    not_an_image.set_data_from_numpy(np.array([[b"text"]], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as refused:
+        http.InferenceServerClient(server.http_url).infer(ZOO, [not_an_image])
+    assert refused.value.status() == "400"  # the client's fault (INVALID_ARG), not the server's
     wrong_type = http.InferInput("image", [1, 1], "FP32")
     wrong_type.set_data_from_numpy(np.zeros((1, 1), np.float32))
     with pytest.raises(InferenceServerException, match="data-type is .FP32., but model .shapes-deformable-detr. expects .BYTES."):
