@@ -193,7 +193,7 @@ class TritonServer:
                 f"--backend-directory={self.environment.backends}", f"--http-address={self.host}",
                 f"--grpc-address={self.host}", f"--metrics-address={self.host}", f"--http-port={self.http_port}",
                 f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
-                "--exit-timeout-secs=5", "--strict-readiness=true"]
+                "--exit-timeout-secs=2", "--strict-readiness=true"]
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of the server log."""

@@ -94,6 +94,16 @@ def test_python_repository_of_an_onnx(tmp_path: Path, capsys: pytest.CaptureFixt
     assert settings["mode"] == "detect" and settings["model"] == "model.onnx" and settings["device"] == "cpu"
 
 
+def test_python_repository_of_a_zoo_name_opens_it_by_name(tmp_path: Path) -> None:
+    write_repository("shapes-deformable-detr", tmp_path, RepositoryOptions(device="cuda"))
+    config = _config(tmp_path, "shapes-deformable-detr")
+    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert _io(config.output)["boxes"] == ("TYPE_FP32", [-1, 4])  # K is known only once the model runs
+    assert sorted(p.name for p in (tmp_path / "shapes-deformable-detr" / "1").iterdir()) == ["detrt.json", "model.py"]
+    settings = json.loads((tmp_path / "shapes-deformable-detr" / "1" / "detrt.json").read_text())
+    assert settings["model"] == "shapes-deformable-detr" and settings["device"] == "cuda"
+
+
 def test_onnxruntime_repository_is_an_ensemble_matching_the_graph(tmp_path: Path) -> None:
     graph = exported("portable")
     write_repository(graph, tmp_path, RepositoryOptions(name="shapes", backend="onnxruntime", max_batch=8))

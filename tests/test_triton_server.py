@@ -1,5 +1,6 @@
-"""A real Triton Inference Server (PyPI's nvidia-pytriton build) serving a `detrt triton --backend python`
-repository of the shipped model, over HTTP and gRPC; no mocks.
+"""A real Triton Inference Server (PyPI's nvidia-pytriton build) serving `detrt triton --backend python`
+repositories of the shipped model (exported portable with a dynamic batch, and with MSDA plugin
+nodes), over HTTP and gRPC; no mocks.
 
 Needs the server environment (`python -m detrt.runtime.triton_server prepare`) and the `triton`
 extra (tritonclient); skipped with that reason where either is missing. The server runs on
@@ -26,10 +27,12 @@ from detrt.runtime.cli import main
 from detrt.runtime.sources import open_source
 from detrt.runtime.triton_repository import RepositoryOptions, write_repository
 from detrt.runtime.triton_server import ServerEnvironment, TritonServer
+from test_runtime_graphs import exported
 
-ZOO = "shapes-deformable-detr"
+MODEL = "shapes"  # the shipped model exported portable, dynamic batch (ONNX Runtime in the server)
+PLUGIN_MODEL = "plugin-graph"  # the shipped model exported with MSDA plugin nodes, fixed batch 2
 CONF = 0.05  # compare every detection that scores at least this (below, near-equal scores may swap order)
-BOX_ATOL_PX = 1e-3  # same weights and code on both sides; only the batch composition differs (float32 GEMMs)
+BOX_ATOL_PX = 1e-3  # same graph and code on both sides; only the batch composition differs (float32 GEMMs)
 SCORE_ATOL = 1e-4
 
 _ENVIRONMENT = ServerEnvironment()
@@ -47,7 +50,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (TritonServer)
     folder = tmp_path_factory.mktemp("triton")
-    write_repository(ZOO, folder / "repository", RepositoryOptions(max_batch=8))
+    write_repository(exported("portable"), folder / "repository", RepositoryOptions(name=MODEL, max_batch=8))
+    write_repository(exported("plugin", 2), folder / "repository", RepositoryOptions(name=PLUGIN_MODEL, max_batch=4))
     with TritonServer(folder / "repository", _ENVIRONMENT, log_path=folder / "tritonserver.log",
                       ready_timeout_s=90) as running:
         yield running
@@ -76,20 +80,33 @@ def _assert_same(got: list, want: list) -> None:
 def test_http_and_grpc_detections_equal_detrt_run(server: TritonServer, image_folder: Path) -> None:
     with open_source(image_folder) as source:  # the frames `detrt run` reads
         frames = list(source)
-    expected = runtime.open(ZOO).detect([frame.image for frame in frames])
+    local = runtime.open(exported("portable"))
+    expected = local.detect([frame.image for frame in frames])
     files = [(image_folder / frame.name).read_bytes() for frame in frames]
     for url in (f"http://{server.http_url}", f"grpc://{server.grpc_url}"):
-        detector = TritonDetector(url, ZOO)
-        assert detector.class_names == runtime.open(ZOO).class_names
+        detector = TritonDetector(url, MODEL)
+        assert detector.class_names == local.class_names
         _assert_same(detector.detect_encoded(files), expected)  # one request of 8 images
         _assert_same([detector.detect(frame.image)[0] for frame in frames[:2]], expected[:2])  # arrays sent as PNG
+
+
+def test_a_plugin_graph_is_served_on_the_cpu(server: TritonServer, image_folder: Path) -> None:
+    """MSDA plugin nodes run on libdetrt_plugins through ONNX Runtime inside the server; 3 images
+    make one call of 2 and one padded call, as `runtime.open` makes them locally."""
+    with open_source(image_folder) as source:
+        frames = list(source)[:3]
+    expected = runtime.open(exported("plugin", 2)).detect([frame.image for frame in frames])
+    found = TritonDetector(f"grpc://{server.grpc_url}", PLUGIN_MODEL).detect_encoded(
+        [(image_folder / frame.name).read_bytes() for frame in frames])
+    _assert_same(found, expected)
 
 
 def test_detrt_run_with_triton_writes_what_the_local_run_writes(server: TritonServer, image_folder: Path,
                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     records = {}
-    for label, extra in (("local", []), ("triton", ["--triton", f"grpc://{server.grpc_url}"])):
-        code = main(["run", ZOO, "--source", str(image_folder), "--save", str(tmp_path / label), "--batch", "3",
+    for label, model, extra in (("local", str(exported("portable")), []),
+                                ("triton", MODEL, ["--triton", f"grpc://{server.grpc_url}"])):
+        code = main(["run", model, "--source", str(image_folder), "--save", str(tmp_path / label), "--batch", "3",
                      "--conf", "0.3", "--json", *extra])
         summary = json.loads(capsys.readouterr().out)
         assert code == 0 and summary["frames"] == 8
@@ -104,14 +121,14 @@ def test_detrt_run_with_triton_writes_what_the_local_run_writes(server: TritonSe
 
 def test_sixteen_concurrent_requests_succeed_in_batched_executions(server: TritonServer, image_folder: Path) -> None:
     files = sorted(image_folder.glob("*.png"))
-    detector = TritonDetector(f"http://{server.http_url}", ZOO)
+    detector = TritonDetector(f"http://{server.http_url}", MODEL)
     alone = {path.name: detector.detect_encoded([path.read_bytes()])[0] for path in files[:2]}
-    before = {name: server.metric(name, ZOO) for name in ("nv_inference_request_success", "nv_inference_exec_count")}
+    before = {name: server.metric(name, MODEL) for name in ("nv_inference_request_success", "nv_inference_exec_count")}
     requests = [files[i % 2] for i in range(16)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda path: detector.detect_encoded([path.read_bytes()])[0], requests))
-    succeeded = server.metric("nv_inference_request_success", ZOO) - before["nv_inference_request_success"]
-    executions = server.metric("nv_inference_exec_count", ZOO) - before["nv_inference_exec_count"]
+    succeeded = server.metric("nv_inference_request_success", MODEL) - before["nv_inference_request_success"]
+    executions = server.metric("nv_inference_exec_count", MODEL) - before["nv_inference_exec_count"]
     assert succeeded == 16
     assert 1 <= executions < 16, f"16 requests ran in {executions} executions: the dynamic batcher merged none"
     for path, result in zip(requests, results):
@@ -132,7 +149,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server: Trit
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
-    detector = TritonDetector(f"http://{server.http_url}", ZOO)
+    detector = TritonDetector(f"http://{server.http_url}", MODEL)
     good = sorted(image_folder.glob("*.png"))[0].read_bytes()
     cases = {b"not an image at all": "are not an image: send the bytes of a JPEG or PNG file",
              _png_claiming(8000, 6000): "8000x6000 pixels, over this model's limit of 40000000",
@@ -147,11 +164,13 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server: Trit
     not_an_image = http.InferInput("image", [1, 1], "BYTES")
     not_an_image.set_data_from_numpy(np.array([[b"text"]], dtype=np.object_))
     with pytest.raises(InferenceServerException) as refused:
-        http.InferenceServerClient(server.http_url).infer(ZOO, [not_an_image])
+        http.InferenceServerClient(server.http_url).infer(MODEL, [not_an_image])
     assert refused.value.status() == "400"  # the client's fault (INVALID_ARG), not the server's
     wrong_type = http.InferInput("image", [1, 1], "FP32")
     wrong_type.set_data_from_numpy(np.zeros((1, 1), np.float32))
-    with pytest.raises(InferenceServerException, match="data-type is .FP32., but model .shapes-deformable-detr. expects .BYTES."):
-        http.InferenceServerClient(server.http_url).infer(ZOO, [wrong_type])
+    with pytest.raises(InferenceServerException, match="data-type is .FP32., but model .shapes. expects .BYTES."):
+        http.InferenceServerClient(server.http_url).infer(MODEL, [wrong_type])
+    with pytest.raises(TritonRequestError, match=f"model 'nope' is not ready on .*it serves: .*{PLUGIN_MODEL}"):
+        TritonDetector(f"http://{server.http_url}", "nope")
     assert server.process is not None and server.process.poll() is None
     assert len(detector.detect_encoded([good])[0].above(0.5)) > 0  # still serving
