@@ -102,7 +102,8 @@ class TritonPythonModel:
             try:
                 decoded = self._images(request)
             except ImageRequestError as error:
-                responses[position] = self.pb.InferenceResponse(error=self.pb.TritonError(str(error), self.pb.TritonError.INVALID_ARG))
+                refused = self.pb.TritonError(str(error), self.pb.TritonError.INVALID_ARG)  # HTTP 400
+                responses[position] = self.pb.InferenceResponse(error=refused)
                 continue
             images.extend(decoded)
             owners.append((position, len(decoded)))

@@ -1,6 +1,7 @@
-"""A real Triton Inference Server (PyPI's nvidia-pytriton build) serving `detrt triton --backend python`
-repositories of the shipped model (exported portable with a dynamic batch, and with MSDA plugin
-nodes), over HTTP and gRPC; no mocks.
+"""A real Triton Inference Server (PyPI's nvidia-pytriton build) serving a `detrt triton --backend python`
+repository of the shipped model, over HTTP and gRPC; no mocks. The graph served is the plugin export
+(MSDA plugin nodes, fixed batch 2): inside the server they run on libdetrt_plugins through ONNX
+Runtime on the CPU, and Triton's batches of up to 8 are split into calls of 2, as `runtime.open` does.
 
 Needs the server environment (`python -m detrt.runtime.triton_server prepare`) and the `triton`
 extra (tritonclient); skipped with that reason where either is missing. The server runs on
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import struct
 import sys
 import zlib
@@ -29,8 +31,8 @@ from detrt.runtime.triton_repository import RepositoryOptions, write_repository
 from detrt.runtime.triton_server import ServerEnvironment, TritonServer
 from test_runtime_graphs import exported
 
-MODEL = "shapes"  # the shipped model exported portable, dynamic batch (ONNX Runtime in the server)
-PLUGIN_MODEL = "plugin-graph"  # the shipped model exported with MSDA plugin nodes, fixed batch 2
+MODEL = "shapes"
+ENSEMBLE = "ensemble"
 CONF = 0.05  # compare every detection that scores at least this (below, near-equal scores may swap order)
 BOX_ATOL_PX = 1e-3  # same graph and code on both sides; only the batch composition differs (float32 GEMMs)
 SCORE_ATOL = 1e-4
@@ -47,11 +49,18 @@ from detrt.runtime.triton_client import TritonDetector, TritonRequestError  # no
 pytestmark = pytest.mark.slow
 
 
+def _graph() -> Path:
+    return exported("plugin", 2)  # shared with test_runtime_graphs (one export per test process)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (TritonServer)
     folder = tmp_path_factory.mktemp("triton")
-    write_repository(exported("portable"), folder / "repository", RepositoryOptions(name=MODEL, max_batch=8))
-    write_repository(exported("plugin", 2), folder / "repository", RepositoryOptions(name=PLUGIN_MODEL, max_batch=4))
+    write_repository(_graph(), folder / "repository", RepositoryOptions(name=MODEL, max_batch=8))
+    # the Python ends of an onnxruntime ensemble (its network needs a backend this server lacks)
+    write_repository(exported("portable"), folder / "ensemble", RepositoryOptions(name=ENSEMBLE, backend="onnxruntime"))
+    for part in ("preprocess", "postprocess"):
+        shutil.copytree(folder / "ensemble" / f"{ENSEMBLE}_{part}", folder / "repository" / f"{ENSEMBLE}_{part}")
     with TritonServer(folder / "repository", _ENVIRONMENT, log_path=folder / "tritonserver.log",
                       ready_timeout_s=90) as running:
         yield running
@@ -80,7 +89,7 @@ def _assert_same(got: list, want: list) -> None:
 def test_http_and_grpc_detections_equal_detrt_run(server: TritonServer, image_folder: Path) -> None:
     with open_source(image_folder) as source:  # the frames `detrt run` reads
         frames = list(source)
-    local = runtime.open(exported("portable"))
+    local = runtime.open(_graph())
     expected = local.detect([frame.image for frame in frames])
     files = [(image_folder / frame.name).read_bytes() for frame in frames]
     for url in (f"http://{server.http_url}", f"grpc://{server.grpc_url}"):
@@ -90,21 +99,42 @@ def test_http_and_grpc_detections_equal_detrt_run(server: TritonServer, image_fo
         _assert_same([detector.detect(frame.image)[0] for frame in frames[:2]], expected[:2])  # arrays sent as PNG
 
 
-def test_a_plugin_graph_is_served_on_the_cpu(server: TritonServer, image_folder: Path) -> None:
-    """MSDA plugin nodes run on libdetrt_plugins through ONNX Runtime inside the server; 3 images
-    make one call of 2 and one padded call, as `runtime.open` makes them locally."""
+def test_the_ensembles_python_ends_around_a_local_network(server: TritonServer, image_folder: Path) -> None:
+    """An onnxruntime ensemble's pre- and post-processing models on the real server, with the network
+    (which this server cannot load) run locally in between: together they equal `runtime.open`."""
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(server.grpc_url)
     with open_source(image_folder) as source:
         frames = list(source)[:3]
-    expected = runtime.open(exported("plugin", 2)).detect([frame.image for frame in frames])
-    found = TritonDetector(f"grpc://{server.grpc_url}", PLUGIN_MODEL).detect_encoded(
-        [(image_folder / frame.name).read_bytes() for frame in frames])
-    _assert_same(found, expected)
+    files = np.array([(image_folder / frame.name).read_bytes() for frame in frames], dtype=np.object_)
+    request = grpc.InferInput("image", [3, 1], "BYTES")
+    request.set_data_from_numpy(files.reshape(-1, 1))
+    prepared_remote = client.infer(f"{ENSEMBLE}_preprocess", [request])
+    local = runtime.open(exported("portable"))
+    prepared = local.prepare([frame.image for frame in frames])
+    np.testing.assert_allclose(prepared_remote.as_numpy("images"), prepared.images, rtol=0, atol=1e-3)  # 0..255
+    sizes = prepared_remote.as_numpy("original_size")
+    assert sizes.tolist() == [list(size) for size in prepared.original_sizes]
+    raw = local.backend.infer(prepared_remote.as_numpy("images"))
+    inputs = []
+    for name, array in (*raw.items(), ("original_size", sizes)):
+        inputs.append(grpc.InferInput(name, list(array.shape), {"float32": "FP32", "int64": "INT64",
+                                                                "int32": "INT32"}[str(array.dtype)]))
+        inputs[-1].set_data_from_numpy(array)
+    finished = client.infer(f"{ENSEMBLE}_postprocess", inputs)
+    expected = local.finish(raw, prepared)
+    for index, want in enumerate(expected):
+        np.testing.assert_allclose(finished.as_numpy("boxes")[index], want.boxes.numpy(), rtol=0, atol=BOX_ATOL_PX)
+        np.testing.assert_allclose(finished.as_numpy("scores")[index], want.scores.numpy(), rtol=0, atol=SCORE_ATOL)
+        assert finished.as_numpy("labels")[index].tolist() == want.labels.tolist()
+        assert [name.decode() for name in finished.as_numpy("names")[index]] == want.names()
 
 
 def test_detrt_run_with_triton_writes_what_the_local_run_writes(server: TritonServer, image_folder: Path,
                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     records = {}
-    for label, model, extra in (("local", str(exported("portable")), []),
+    for label, model, extra in (("local", str(_graph()), []),
                                 ("triton", MODEL, ["--triton", f"grpc://{server.grpc_url}"])):
         code = main(["run", model, "--source", str(image_folder), "--save", str(tmp_path / label), "--batch", "3",
                      "--conf", "0.3", "--json", *extra])
@@ -170,7 +200,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server: Trit
     wrong_type.set_data_from_numpy(np.zeros((1, 1), np.float32))
     with pytest.raises(InferenceServerException, match="data-type is .FP32., but model .shapes. expects .BYTES."):
         http.InferenceServerClient(server.http_url).infer(MODEL, [wrong_type])
-    with pytest.raises(TritonRequestError, match=f"model 'nope' is not ready on .*it serves: .*{PLUGIN_MODEL}"):
+    with pytest.raises(TritonRequestError, match=f"model 'nope' is not ready on .*it serves: .*{MODEL}"):
         TritonDetector(f"http://{server.http_url}", "nope")
     assert server.process is not None and server.process.poll() is None
     assert len(detector.detect_encoded([good])[0].above(0.5)) > 0  # still serving
