@@ -31,7 +31,8 @@ from detrt.export.onnx_passes import plugin_nodes
 
 from .backend import INPUT_NAME, OUTPUT_NAMES
 from .model import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
-from .sidecar import read_sidecar, sidecar_path
+from .sidecar import flavour, read_sidecar, sidecar_path
+from .tensorrt_env import RTX
 from .triton_config import TensorSpec, class_names_parameter, graph_tensors, model_config
 from .triton_images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from .triton_python_model import IMAGE_INPUT, NAMES_OUTPUT, SETTINGS_FILE, SIZE_TENSOR
@@ -151,6 +152,9 @@ def _network_graph(source: str, options: RepositoryOptions) -> tuple[onnx.ModelP
     if suffix not in ENGINE_SUFFIXES or not path.is_file():
         raise ValueError(f"--backend tensorrt serves an engine built by `detrt build`, not {source!r}")
     sidecar = read_sidecar(path)
+    if flavour(sidecar) == RTX:
+        raise ValueError(f"{path} is a TensorRT-RTX engine, which Triton's TensorRT backend (standard TensorRT) cannot "
+                         "load: serve it with --backend python --device cuda on an RTX GPU")
     onnx_path = Path(sidecar.get("onnx", {}).get("path", ""))
     if not onnx_path.is_file():
         raise FileNotFoundError(f"the ONNX {onnx_path} that {path} was built from (named in its sidecar) is needed "

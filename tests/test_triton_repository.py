@@ -16,7 +16,7 @@ import pytest
 
 from detrt.export import read_metadata
 from detrt.runtime.cli import main
-from detrt.runtime.sidecar import write_sidecar
+from detrt.runtime.sidecar import sidecar_path, write_sidecar
 from detrt.runtime.triton_config import ONNX_TO_TRITON
 from detrt.runtime.triton_repository import RepositoryOptions, write_repository
 from test_runtime_graphs import exported
@@ -128,6 +128,10 @@ def test_tensorrt_repository_puts_the_engine_as_a_plan(tmp_path: Path) -> None:
     assert (tmp_path / "repo" / "shapes_network" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     with pytest.raises(ValueError, match=r"runs batches of 1\.\.8, but the repository batches 1\.\.16: rebuild"):
         write_repository(engine, tmp_path / "other", RepositoryOptions(backend="tensorrt", max_batch=16))
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    write_sidecar(engine, {**sidecar, "tensorrt_flavour": "tensorrt-rtx"})
+    with pytest.raises(ValueError, match="TensorRT-RTX engine, which Triton's TensorRT backend .* cannot load"):
+        write_repository(engine, tmp_path / "other", RepositoryOptions(backend="tensorrt"))
 
 
 def _edited(graph: Path, folder: Path, edit: object) -> Path:
