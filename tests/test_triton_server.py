@@ -62,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (TritonSer
     for part in ("preprocess", "postprocess"):
         shutil.copytree(folder / "ensemble" / f"{ENSEMBLE}_{part}", folder / "repository" / f"{ENSEMBLE}_{part}")
     with TritonServer(folder / "repository", _ENVIRONMENT, log_path=folder / "tritonserver.log",
-                      ready_timeout_s=90) as running:
+                      ready_timeout_s=180) as running:
         yield running
 
 
