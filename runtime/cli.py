@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from . import commands, runtime_commands
-from . import precision_commands
+from . import precision_commands, triton_commands
 from .errors import DetrtRuntimeError
 
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=commands.export)
     runtime_commands.register(sub)  # build, run, bench, demo
     precision_commands.register(sub)  # convert, calibrate, compare
+    triton_commands.register(sub)  # triton
     return parser
 
 
