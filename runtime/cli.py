@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from . import commands, runtime_commands
 from . import precision_commands
+from .triton import commands as triton_commands
 from detrt.detectors.architectures import all_architectures, names as architecture_names
 from detrt.export import MSDA_MODES
 from detrt.export.exporter import DEFAULT_OPSET
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=commands.export)
     runtime_commands.register(sub)  # build, run, bench, demo
     precision_commands.register(sub)  # convert, calibrate, compare
+    triton_commands.register(sub)  # triton
     return parser
 
 

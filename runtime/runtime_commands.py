@@ -49,7 +49,12 @@ def run(args: argparse.Namespace) -> dict:
 
     source = open_source(args.source)  # first: a wrong source fails before the model loads
     try:
-        model = _open(args)
+        if args.triton:
+            from .triton.client import TritonDetector
+
+            model = TritonDetector(args.triton, args.model)
+        else:
+            model = _open(args)
     except BaseException:
         source.close()
         raise
@@ -117,6 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
     parser.add_argument("--conf", type=float, default=0.5, help="minimum score (default 0.5)")
     parser.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")
+    parser.add_argument("--triton", metavar="URL", help="send the frames to a Triton server serving a `detrt triton` "
+                        "repository (MODEL is then the model's name there): http://HOST:8000 or grpc://HOST:8001")
     parser.set_defaults(handler=run)
 
     parser = sub.add_parser("bench", help="latency p50/p90/p99, throughput and per-stage times of a model")
