@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from detrt.detectors.coco import CocoDataset
+from detrt.detectors.errors import DetrtError
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -25,7 +26,7 @@ _CHANNELS = {"L": "1 channel (grayscale)", "1": "1 channel (black and white)", "
              "P": "a palette", "PA": "a palette with alpha"}
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(DetrtError, ValueError):
     """Images that cannot be used for calibration or evaluation; the message names the file and the fix."""
 
 

@@ -30,6 +30,7 @@ from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
+from detrt.detectors.errors import DetrtError
 from detrt.export import ModelMetadata
 from detrt.export.onnx_passes import plugin_nodes
 from detrt.export.ort_plugins import create_session
@@ -45,7 +46,7 @@ FLOAT16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales fr
 FLOAT16 = np.finfo(np.float16)
 
 
-class CalibrationCacheError(ValueError):
+class CalibrationCacheError(DetrtError, ValueError):
     """A calibration cache that does not belong to this model or method."""
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import onnx
 
+from detrt.detectors.errors import DetrtError
 from detrt.export import ModelMetadata, read_metadata
 from detrt.export.metadata import write_metadata
 from detrt.export.onnx_passes import finalize, infer_shapes, load_onnx, save_atomic, simplify
@@ -15,7 +16,7 @@ from detrt.export.onnx_schemas import register_plugin_schemas
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(DetrtError, ValueError):
     """A model that cannot be converted as asked; the message says why and what to do."""
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .errors import DetrtError
+
 # Buffers that profiling tools (thop) add to every module of Deformable DETR checkpoints.
 _PROFILER_KEYS = ("total_params", "total_ops")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DetrtError, ValueError):
     """A checkpoint file that cannot be used, with the reason and what to do about it."""
 
 

@@ -10,8 +10,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from .errors import DetrtError
 
-class DatasetError(ValueError):
+
+class DatasetError(DetrtError, ValueError):
     """A dataset that cannot be used, and why."""
 
 

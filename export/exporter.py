@@ -11,6 +11,7 @@ import onnx
 import torch
 
 from detrt.detectors import Detector, set_msda_impl
+from detrt.detectors.errors import DetrtError
 from detrt.detectors.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
@@ -29,7 +30,7 @@ DEFORM_CONV_OPSET = 19  # ONNX DeformConv, what torchvision exports deformable c
 MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes
 
 
-class ExportError(ValueError):
+class ExportError(DetrtError, ValueError):
     """The detector cannot be exported with the options given; the message says why and what to do."""
 
 

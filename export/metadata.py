@@ -15,12 +15,13 @@ import onnx
 from torch import Tensor, nn
 
 from detrt.detectors import Detector
+from detrt.detectors.errors import DetrtError
 from detrt.detectors.preprocess import normalize, resize, to_float_image
 
 PREFIX = "detrt."
 
 
-class NotADetrtModelError(ValueError):
+class NotADetrtModelError(DetrtError, ValueError):
     """The ONNX file was not written by `detrt export`."""
 
 
