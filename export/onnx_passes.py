@@ -21,7 +21,8 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if node.op_type in names]
 
 
-def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+def constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and Constant-node outputs of `model`, by name."""
     values = {tensor.name: tensor for tensor in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -32,7 +33,7 @@ def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 def add_level_shapes(model: onnx.ModelProto) -> None:
     """Copy each detrt plugin node's constant level table into its ``spatial_shapes`` attribute, so the
     plugin knows the levels on the host without reading the device tensor (see plugins/msda/README.md)."""
-    constants = _constant_values(model)
+    constants = constant_values(model)
     for node in plugin_nodes(model):
         if node.op_type not in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name) or any(a.name == "spatial_shapes" for a in node.attribute):
             continue
