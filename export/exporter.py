@@ -131,7 +131,11 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
         sample = torch.rand(options.batch or 2, 3, *size) * (255.0 if options.normalize_in_graph else 1.0)
         progress(f"tracing {detector.config.arch} at {size[0]}x{size[1]}, MSDA {mode}, opset {options.opset}")
         with torch.no_grad():
-            output_shapes = [tuple(t.shape) for t in module(sample)]
+            traced = module(sample)
+            if not all(bool(torch.isfinite(t).all()) for t in traced if t.is_floating_point()):
+                raise ExportError("the model gives NaN or infinite outputs on a test input: its weights are broken "
+                                  "(check the checkpoint); nothing was written")
+            output_shapes = [tuple(t.shape) for t in traced]
             model = _trace_to_onnx(module, sample, options, outputs)
     finally:
         for module_, (impl, fused) in zip(attention, previous):

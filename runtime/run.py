@@ -57,7 +57,7 @@ class _Outputs:
     def write(self, frame: Frame, detections: Detections, annotated: object) -> None:
         if self.save_dir is None:
             return
-        self.log.write(json.dumps(detections_record(frame, detections)) + "\n")  # type: ignore[union-attr]
+        self.log.write(json.dumps(detections_record(frame, detections), allow_nan=False) + "\n")  # type: ignore[union-attr]
         if self.source.kind in ("image", "directory"):
             drawing.save_image(self.save_dir / frame.name, annotated)  # type: ignore[arg-type]
             return

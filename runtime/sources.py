@@ -17,6 +17,7 @@ from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
 
 from .errors import SourceError
 
+MAX_CAMERA_INDEX = 9999  # larger indices name no device (and overflow OpenCV's int)
 MAX_CONSECUTIVE_FAILURES = 30  # failed reads in a row that end a video or camera stream
 STALL_TIMEOUT_S = 10.0  # no frame for this long: the source has stalled
 
@@ -165,7 +166,13 @@ def _video_source(path: Path) -> FrameSource:
 
 
 def _camera_source(index: int) -> FrameSource:
-    capture = cv2.VideoCapture(index)
+    if index > MAX_CAMERA_INDEX:
+        raise SourceError(f"camera index {index} is out of range 0..{MAX_CAMERA_INDEX}; list the cameras with "
+                          "`ls /dev/video*` (Linux) and pass an index that exists")
+    try:
+        capture = cv2.VideoCapture(index)
+    except cv2.error as error:
+        raise SourceError(f"camera {index} could not be opened ({error})") from None
     if not capture.isOpened():
         raise SourceError(f"camera {index} could not be opened (no such device, in use, or no permission); "
                           "list the cameras with `ls /dev/video*` (Linux) and pass an index that exists")
