@@ -90,13 +90,13 @@ def missing_shapes(model: onnx.ModelProto) -> list[str]:
     return [name for node in model.graph.node for name in node.output if name and name not in known]
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
+def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
     """The ONNX at `path`, with clear errors for a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist; export one with `detrt export`")
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as error:  # protobuf DecodeError and friends carry no hint of the file
         raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
                          "export it again with `detrt export`") from error

@@ -7,6 +7,7 @@ mismatch is a clear message instead of a crash deep inside TensorRT.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from detrt.detectors.atomic import write_json_atomic
@@ -28,8 +29,25 @@ def write_sidecar(engine: str | Path, sidecar: dict) -> Path:
 
 
 def _rebuild_hint(engine: Path, sidecar: dict | None) -> str:
-    source = (sidecar or {}).get("onnx", {}).get("path") or "MODEL.onnx"
-    return f"rebuild it here with `detrt build {source} -o {engine}`"
+    """The command that rebuilds `engine`, every argument shell-quoted (a sidecar's ONNX path is untrusted)."""
+    onnx = (sidecar or {}).get("onnx")
+    source = onnx.get("path") if isinstance(onnx, dict) and isinstance(onnx.get("path"), str) else "MODEL.onnx"
+    return f"rebuild it here with `detrt build {shlex.quote(source)} -o {shlex.quote(str(engine))}`"
+
+
+def _field_problem(sidecar: dict) -> str | None:
+    """The first field of a sidecar with the wrong type (None when all checked fields are right)."""
+    for key in ("tensorrt_version", "gpu"):
+        if not isinstance(sidecar[key], str):
+            return f"{key} must be a string, got {sidecar[key]!r:.60}"
+    if not isinstance(sidecar["compute_capability"], (str, int, float)) or isinstance(sidecar["compute_capability"], bool):
+        return f"compute_capability must be a version like \"8.6\", got {sidecar['compute_capability']!r:.60}"
+    props = sidecar["metadata_props"]
+    if not isinstance(props, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in props.items()):
+        return "metadata_props must be an object of strings"
+    if "onnx" in sidecar and not (isinstance(sidecar["onnx"], dict) and isinstance(sidecar["onnx"].get("path", ""), str)):
+        return "onnx must be an object whose path is a string"
+    return None
 
 
 def read_sidecar(engine: str | Path) -> dict:
@@ -42,10 +60,16 @@ def read_sidecar(engine: str | Path) -> dict:
         sidecar = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise EngineMismatchError(f"the sidecar {path} is unreadable ({error}); {_rebuild_hint(engine, None)}") from None
+    if not isinstance(sidecar, dict):
+        raise EngineMismatchError(f"the sidecar {path} holds a JSON {type(sidecar).__name__}, not an object; "
+                                  f"{_rebuild_hint(engine, None)}")
     missing = [key for key in (*CHECKED, "metadata_props") if key not in sidecar]
     if missing or sidecar.get("format") != FORMAT:
         raise EngineMismatchError(f"the sidecar {path} is not one this detrt writes (format {sidecar.get('format')}, "
                                   f"missing {missing}); {_rebuild_hint(engine, sidecar)}")
+    problem = _field_problem(sidecar)
+    if problem:
+        raise EngineMismatchError(f"the sidecar {path} is invalid: {problem}; {_rebuild_hint(engine, sidecar)}")
     return sidecar
 
 
