@@ -19,10 +19,11 @@ from polygraphy.comparator import Comparator, RunResults
 from polygraphy.logger import G_LOGGER
 from tqdm import tqdm
 
-from detrt.calibrate.calibration_images import list_images, read_rgb
+from detrt.calibrate.calibration_images import list_images
 from detrt.detectors import Detections, Detector
 from detrt.detectors.coco import CocoDataset
 from detrt.detectors.evaluate import coco_metrics, coco_results
+from detrt.detectors.images import image_size, read_image
 
 from .backend_runner import ModelRunner
 from .compare_policy import MIN_AP_IMAGES, Policy, policy_for
@@ -87,18 +88,12 @@ class Comparison:
 
 def _feeds(model: Model, images: list[Path], batch: int) -> Iterator[dict[str, np.ndarray]]:
     for start in range(0, len(images), batch):
-        chunk = [read_rgb(path) for path in images[start:start + batch]]
+        chunk = [read_image(path) for path in images[start:start + batch]]
         yield {"images": model.prepare(chunk).images}
 
 
 def _original_sizes(images: list[Path]) -> list[tuple[int, int]]:
-    from PIL import Image
-
-    sizes = []
-    for path in images:
-        with Image.open(path) as image:
-            sizes.append((image.height, image.width))
-    return sizes
+    return [image_size(path) for path in images]
 
 
 def _check_candidate(reference: Model, candidate: Model, name: str) -> None:

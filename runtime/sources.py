@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 
 from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
+from detrt.detectors.images import ImageReadError, read_image
+from detrt.detectors.limits import LimitError
 
 from .errors import SourceError
 
@@ -120,11 +122,15 @@ class FrameSource:
 
 def _read_images(paths: list[Path]) -> Iterator[Frame | Skip]:
     for index, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
+        try:
+            image = read_image(path)
+        except ImageReadError:
             yield Skip(path.name, "not a decodable image (corrupt, empty or unsupported format)")
             continue
-        yield Frame(index, path.name, np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+        except LimitError as error:
+            yield Skip(path.name, str(error))
+            continue
+        yield Frame(index, path.name, image)
 
 
 def _read_capture(capture: cv2.VideoCapture, prefix: str) -> Iterator[Frame | Skip]:
