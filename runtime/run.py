@@ -52,7 +52,7 @@ class _Outputs:
         self.log = None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
-            self.log = (save_dir / "detections.jsonl").open("w")
+            self.log = (save_dir / "detections.jsonl").open("w", buffering=1)  # whole lines, as they come
 
     def write(self, frame: Frame, detections: Detections, annotated: object) -> None:
         if self.save_dir is None:

@@ -323,3 +323,150 @@ def test_probe(name: str, tmp_path: Path, private_temp: Path, monkeypatch: pytes
     if "--save" in argv and (tmp_path / "out" / "detections.jsonl").exists():
         for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines():
             json.loads(line, parse_constant=lambda constant: pytest.fail(f"{constant} in detections.jsonl"))
+
+
+# ---------------------------------------------------------------- images: one reader
+
+
+def test_every_pixel_format_becomes_rgb_uint8(tmp_path: Path) -> None:
+    palette = Image.new("P", (5, 4), 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30])
+    expected = {"L": [200] * 3, "RGBA": [10, 20, 30], "P": [10, 20, 30], "I;16": [255] * 3, "I": [128] * 3,
+                "LA": [200] * 3, "CMYK": None}
+    sources = {"L": Image.new("L", (5, 4), 200), "RGBA": Image.new("RGBA", (5, 4), (10, 20, 30, 0)),
+               "P": palette, "I;16": Image.new("I;16", (5, 4), 65535),
+               "I": Image.new("I", (5, 4), 32896), "LA": Image.new("LA", (5, 4), (200, 9)),
+               "CMYK": Image.new("CMYK", (5, 4), (0, 0, 0, 0))}
+    for mode, source in sources.items():
+        path = tmp_path / f"{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png' if mode != 'I' else 'tif'}"
+        source.save(path)
+        pixels = read_image(path)
+        assert pixels.shape == (4, 5, 3) and pixels.dtype == np.uint8 and pixels.flags.writeable, mode
+        if expected[mode] is not None:
+            assert pixels[0, 0].tolist() == expected[mode], mode
+
+
+def test_exif_orientation_is_applied_by_every_reader(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (64, 32), (200, 10, 10)).save(path, exif=exif)
+    assert read_image(path).shape == (64, 32, 3) and image_size(path) == (64, 32)
+    from detrt.detectors.coco import CocoDataset  # eval and compare read dataset images through read_image too
+    from detrt.runtime.sources import open_source
+
+    with open_source(path) as source:
+        (frame,) = list(source)
+    assert frame.image.shape == (64, 32, 3)
+    (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "phone.jpg", "height": 64,
+                                                             "width": 32}], "annotations": [],
+                                                 "categories": [{"id": 1, "name": "x"}]}))
+    assert tuple(CocoDataset.read(tmp_path / "a.json", tmp_path).load_image(0).shape) == (3, 64, 32)
+
+
+# ---------------------------------------------------------------- leftovers of killed runs
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temporary_files_of_killed_runs_are_removed(tmp_path: Path, private_temp: Path) -> None:
+    from detrt.detectors.atomic import write_bytes_atomic
+    from detrt.detectors.tempfiles import temporary_folder
+
+    dead = _dead_pid()
+    stale_file = tmp_path / f".model.onnx.pid{dead}-x1.tmp"
+    live_file = tmp_path / f".model.onnx.pid{os.getppid()}-x2.tmp"  # a writer that is still running
+    stale_folder = private_temp / f"detrt-calib-pid{dead}-x3"
+    for path in (stale_file, live_file):
+        path.write_bytes(b"half")
+    stale_folder.mkdir()
+    write_bytes_atomic(tmp_path / "model.onnx", b"whole")
+    with temporary_folder("detrt-calib-") as folder:
+        assert Path(folder).name.startswith(f"detrt-calib-{tag()}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "system-tmp") == [live_file.name, "model.onnx"]
+    assert list(private_temp.iterdir()) == []
+
+
+# ---------------------------------------------------------------- signals and aborts (real processes)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell may have started us ignoring Ctrl-C
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow  # a real detrt process: ~5-15 s of imports and model loading
+def test_plugin_op_errors_never_abort_the_process(tmp_path: Path) -> None:
+    """A level table computed at run time (graph inputs) that lies: the op refuses it inside ONNX Runtime,
+    and the process ends normally with the error named (an abort would be rc 134)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy as np
+from onnx import TensorProto
+from test_ort_plugins import inputs, plugin_graph
+from detrt.export import DETRT_PLUGIN, DETRT_FUSED_PLUGIN, NVIDIA_PLUGIN
+from detrt.export.ort_plugins import create_session
+from detrt.export.plugin_graph import PluginGraphError
+for node in (DETRT_PLUGIN, DETRT_FUSED_PLUGIN, NVIDIA_PLUGIN):
+    feeds = inputs(node is DETRT_FUSED_PLUGIN)
+    session = create_session(plugin_graph(node, feeds, TensorProto.FLOAT))
+    for table in ([[8, 8], [-4, -4]], [[80000, 80000], [4, 4]], [[8, 8], [5, 4]]):
+        try:
+            session.run(None, dict(feeds, spatial_shapes=np.array(table, np.int32)))
+        except PluginGraphError as error:
+            print("refused:", error)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("refused: plugin node msda:") == 9, result.stdout
+
+
+@pytest.mark.slow  # a real detrt process: ~5-15 s of imports and model loading
+def test_ctrl_c_stops_run_on_a_plugin_graph_cleanly(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 96))
+    for index in range(200):
+        writer.write(np.full((96, 96, 3), index % 255, np.uint8))
+    writer.release()
+    log = tmp_path / "out" / "detections.jsonl"
+    process = subprocess.Popen([DETRT, "run", str(shipped_onnx("plugin")), "--source", str(video), "--save",
+                                str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
+    _wait_for(lambda: log.is_file() and log.read_text().count("\n") >= 2, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped by the user" in err, err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "video.mp4"))  # playable: the moov atom was written
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert 2 <= len(records) < 200 and frames == len(records)
+
+
+@pytest.mark.slow  # a real detrt process: ~5-15 s of imports and model loading
+def test_sigterm_during_calibrate_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    images = image_folder(tmp_path, ("RGB",) * 4)
+    process = subprocess.Popen([DETRT, "calibrate", str(shipped_onnx()), "--images", str(images), "--batch", "2",
+                                "-o", str(tmp_path / "int8.onnx")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "TMPDIR": str(system_tmp)})
+    _wait_for(lambda: any(system_tmp.glob("detrt-calib-*")), process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert _no_leftovers(tmp_path) == [] and not any(system_tmp.glob("detrt-*"))
+    assert not (tmp_path / "int8.onnx").exists()
