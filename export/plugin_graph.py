@@ -21,6 +21,7 @@ from .onnx_passes import constant_values
 
 MSDA_OP_TYPES = (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name, NVIDIA_PLUGIN.name)
 INT32_MAX = 2**31 - 1
+IMAGES_INPUT = "images"  # the (N, 3, H, W) input of every detrt export
 _FIX = "export the model again with `detrt export`"
 
 
@@ -73,8 +74,8 @@ def _static_dims(model: onnx.ModelProto) -> dict[str, list[int | None]]:
             for info in (*graph.input, *graph.value_info, *graph.output) if info.type.tensor_type.HasField("shape")}
 
 
-def _image_size(dims: dict[str, list[int | None]], model: onnx.ModelProto) -> tuple[int, int] | None:
-    images = dims.get(model.graph.input[0].name) if model.graph.input else None
+def _image_size(dims: dict[str, list[int | None]]) -> tuple[int, int] | None:
+    images = dims.get(IMAGES_INPUT)
     if images is None or len(images) != 4 or None in images[2:]:
         return None
     return images[2], images[3]
@@ -102,7 +103,7 @@ def _node_problem(node: onnx.NodeProto, constants: dict, dims: dict, input_size:
 def validate_plugin_graph(model: onnx.ModelProto) -> None:
     """Refuse a graph with an MSDA plugin node whose level table is unsafe or inconsistent (PluginGraphError)."""
     constants, dims = constant_values(model), _static_dims(model)
-    input_size = _image_size(dims, model)
+    input_size = _image_size(dims)
     for node in model.graph.node:
         if node.op_type in MSDA_OP_TYPES:
             problem = _node_problem(node, constants, dims, input_size)
