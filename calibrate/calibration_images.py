@@ -54,6 +54,25 @@ def _coco_images(coco: Path, images_dir: Path | None) -> list[Path]:
     return [dataset.images_dir / image["file_name"] for image in dataset.images]
 
 
+def readable_images(paths: list[Path], strict: bool = False) -> tuple[list[Path], list[str]]:
+    """The images of `paths` that decode within the pixel limit, and "name: reason" for each one that does
+    not: skipped and counted, as `detrt run` does. With `strict` the first bad image is an error."""
+    kept, skipped = [], []
+    for path in paths:
+        try:
+            read_image(path)
+        except ValueError as error:
+            if strict:
+                raise CalibrationDataError(f"{error}; --strict stops at the first unreadable image: leave it out, or "
+                                           "drop --strict to skip and count bad images") from None
+            skipped.append(f"{path.name}: {error}")
+            continue
+        kept.append(path)
+    if not kept:
+        raise CalibrationDataError(f"none of the {len(paths)} image(s) can be read ({'; '.join(skipped[:3])})")
+    return kept, skipped
+
+
 def prepare(images: list[np.ndarray], metadata: ModelMetadata) -> np.ndarray:
     """RGB (H, W, 3) uint8 images -> the graph's ``images`` input (N, 3, H, W) float32, as the runtime makes it."""
     return torch.stack([metadata.network_input(torch.from_numpy(image).permute(2, 0, 1)) for image in images]).numpy()

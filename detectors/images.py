@@ -26,6 +26,11 @@ class ImageReadError(DetrtError, ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
+def _reason(error: BaseException, path: str | Path) -> str:
+    """PIL's message without the path it repeats."""
+    return str(error).replace(f" '{path}'", "").replace(f" {path}", "") or type(error).__name__
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in _WIDE_INTEGER_MODES:
         pixels = np.asarray(image, dtype=np.float64)
@@ -45,7 +50,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED:
                 width, height = height, width
     except (UnidentifiedImageError, OSError) as error:
-        raise ImageReadError(f"cannot decode image {path}: {error}") from None
+        raise ImageReadError(f"cannot decode image {path} ({_reason(error, path)})") from None
     return height, width
 
 
@@ -59,4 +64,4 @@ def read_image(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, DetrtError):
             raise
-        raise ImageReadError(f"cannot decode image {path}: {error}") from None
+        raise ImageReadError(f"cannot decode image {path} ({_reason(error, path)})") from None

@@ -119,11 +119,13 @@ def image(folder: Path, name: str = "image.png", size: tuple[int, int] = (96, 12
     return folder / name
 
 
-def image_folder(folder: Path, modes: tuple[str, ...] = ("RGB", "L", "RGBA", "P")) -> Path:
+def image_folder(folder: Path, modes: tuple[str, ...] = ("RGB", "L", "RGBA", "P"), broken: bool = False) -> Path:
     images = folder / "images"
     images.mkdir(exist_ok=True)
     for index, mode in enumerate(modes):
         image(images, f"{index}-{mode}.png", mode=mode)
+    if broken:
+        raw_file(images, "broken.jpg", b"\xff\xd8 not a jpeg")
     return images
 
 
@@ -274,6 +276,20 @@ PROBES = {
     "grayscale-compare": Probe(lambda tmp: ["compare", "--zoo", ZOO, "--candidate", str(shipped_onnx()), "--images",
                                             str(image_folder(tmp, ("L", "P"))), "--out", str(tmp / "cmp")], 0, "",
                                output="cmp/compare.md"),
+    "bad-image-calibrate-skipped": Probe(lambda tmp: ["calibrate", str(shipped_onnx()), "--images", str(image_folder(
+        tmp, ("RGB",) * 2, broken=True)), "--batch", "2", "--method", "minmax", "-o", str(tmp / "int8.onnx")], 0,
+        "skipped broken.jpg: cannot decode image", output="int8.onnx"),
+    "bad-image-calibrate-strict": Probe(lambda tmp: ["calibrate", str(shipped_onnx()), "--images", str(image_folder(
+        tmp, ("RGB",) * 2, broken=True)), "--strict", "-o", str(tmp / "int8.onnx")], 2, "broken.jpg (cannot identify image file); --strict stops",
+        no_output="int8.onnx"),
+    "bad-image-convert-skipped": Probe(lambda tmp: ["convert", str(shipped_onnx()), "--precision", "fp16", "--images",
+                                                    str(image_folder(tmp, ("RGB",), broken=True)), "--batch", "1",
+                                                    "-o", str(tmp / "fp16.onnx")], 0, "skipped broken.jpg",
+                                       output="fp16.onnx"),
+    "bad-image-compare-skipped": Probe(lambda tmp: ["compare", "--zoo", ZOO, "--candidate", str(shipped_onnx()),
+                                                    "--images", str(image_folder(tmp, ("RGB",), broken=True)),
+                                                    "--out", str(tmp / "cmp")], 0, "skipped broken.jpg",
+                                       output="cmp/compare.md"),
     "conf-nan": Probe(lambda tmp: ["run", ZOO, "--source", str(image(tmp)), "--conf", "nan"], 2,
                       "--conf: must be a number from 0 to 1"),
     "conf-negative": Probe(lambda tmp: ["run", ZOO, "--source", str(image(tmp)), "--conf", "-1"], 2,
