@@ -12,6 +12,7 @@ import torch
 
 from detrt.detectors import Detector, set_msda_impl
 from detrt.detectors.errors import DetrtError
+from detrt.detectors.limits import check_input_size
 from detrt.detectors.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
@@ -85,9 +86,10 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
         spec = detector.preprocess
         raise ExportError(f"this detector resizes images by their shortest edge ({spec.shortest_edge}, longest at "
                           f"most {spec.longest_edge}), so it has no single input size: pass --size HxW")
+    size = check_input_size(tuple(size), "the export input size")
     if min(size) < 32:
         raise ExportError(f"input size {size} is too small: the backbone downsamples by 32")
-    return mode, (int(size[0]), int(size[1]))
+    return mode, size
 
 
 def _metadata(detector: Detector, options: ExportOptions, mode: str, size: tuple[int, int],

@@ -36,6 +36,7 @@ NODE_NAME_ATTRIBUTE = "detrt_node_name"  # set on the contrib copy's nodes so th
 # What plugin ops raised during the current `PluginSession.run`: an exception must never leave an
 # onnxruntime-extensions Python op (it aborts the process), so the op records it and returns.
 _failures: list[BaseException] = []
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray, locations: np.ndarray,
@@ -159,20 +160,25 @@ def contrib_copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @contextlib.contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Hold Ctrl-C back until the block ends (main thread only), then deliver it to the previous handler:
-    a KeyboardInterrupt raised inside a plugin op, within ONNX Runtime, would abort the process."""
+def _signals_after() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block ends (main thread only), then deliver them to the
+    previous handlers: a KeyboardInterrupt or SystemExit raised inside a plugin op, within ONNX Runtime,
+    would abort the process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received: list[object] = []
-    previous = signal.signal(signal.SIGINT, lambda *frame: received.append(frame))
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, _: received.append(signum)) for number in _DEFERRED}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    for number in dict.fromkeys(received):
+        if callable(previous[number]):
+            previous[number](number, None)
+        elif previous[number] == signal.SIG_DFL:
+            signal.raise_signal(number)
 
 
 class PluginSession:
@@ -188,7 +194,7 @@ class PluginSession:
     def run(self, *args, **kwargs) -> list:  # noqa: ANN002, ANN003 (InferenceSession.run's arguments)
         """InferenceSession.run, with the plugin ops' errors raised here."""
         _failures.clear()
-        with _interrupt_after():
+        with _signals_after():
             try:
                 outputs = self.session.run(*args, **kwargs)
             except Exception:
