@@ -4,9 +4,9 @@ can index safely and one the network's feature maps really have.
 Three views of the levels must agree: the ``spatial_shapes`` / ``level_start_index`` inputs (what ONNX
 Runtime reads), the ``spatial_shapes`` attribute of detrt nodes (what TensorRT reads) and the value
 tensor's S (the sum of H_l * W_l). The geometry is checked too: each level is the previous one halved
-(rounded up), and the first is the input size divided by a power of two, as the backbone and the
-extra stride-2 convolutions of Deformable DETR make them; a swapped or reshaped table with the right
-total is therefore refused instead of giving silent garbage.
+(rounded up) or, after a dilated stage, the same size, and the first is the input size divided by a
+power of two, as the backbone and the extra stride-2 convolutions of Deformable DETR make them; a
+swapped or reshaped table with the right total is therefore refused instead of giving silent garbage.
 """
 from __future__ import annotations
 
@@ -57,9 +57,10 @@ def level_table_problem(spatial_shapes: np.ndarray, level_start_index: np.ndarra
 
 def geometry_problem(sizes: list[tuple[int, int]], input_size: tuple[int, int] | None) -> str | None:
     """Whether `sizes` are feature maps of an `input_size` image: each level the previous halved
-    (rounded up), the first the input divided by one power of two in both directions."""
-    for (h, w), (next_h, next_w) in zip(sizes, sizes[1:]):
-        if (next_h, next_w) != (-(-h // 2), -(-w // 2)):
+    (rounded up) or kept (a dilated stage), the first the input divided by one power of two in both
+    directions."""
+    for (h, w), following in zip(sizes, sizes[1:]):
+        if following not in ((-(-h // 2), -(-w // 2)), (h, w)):  # the same size: a dilated (DC5) stage
             return f"levels {sizes} are not successive halvings of the first (swapped or reshaped levels?)"
     if input_size is not None:
         strides = [2**k for k in range(12)]
