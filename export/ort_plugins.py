@@ -168,7 +168,8 @@ def _signals_after() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, _: received.append(signum)) for number in _DEFERRED}
+    previous = {number: signal.signal(number, lambda signum, _: received.append(signum))
+                for number in _DEFERRED if signal.getsignal(number) is not None}  # None: not ours to restore
     try:
         yield
     finally:
