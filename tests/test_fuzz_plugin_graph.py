@@ -22,7 +22,8 @@ from detrt.export import DETRT_PLUGIN
 from detrt.export.plugin_graph import PluginGraphError, level_table_problem, validate_plugin_graph
 from detrt.plugins import msda
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 HOSTILE_SIDES = st.one_of(st.integers(-3, 12), st.sampled_from([0, 2**15, 2**16, 2**31 - 1, -(2**31)]))
 
 
