@@ -139,6 +139,12 @@ def png_header_only(folder: Path, width: int, height: int) -> Path:
     return raw_file(folder, "huge.png", data)
 
 
+def stale_temporary(folder: Path, name: str) -> Path:
+    """`folder/name`, beside the hidden temporary file that a writer killed with -9 left."""
+    raw_file(folder, f".{name}.pid{_dead_pid()}-abcd.tmp", b"half an ONNX")
+    return folder / name
+
+
 def engine_with_sidecar(folder: Path, sidecar: str) -> Path:
     (folder / "model.engine").write_bytes(b"not really an engine")
     (folder / "model.engine.json").write_text(sidecar)
@@ -290,6 +296,9 @@ PROBES = {
                                                     "--images", str(image_folder(tmp, ("RGB",), broken=True)),
                                                     "--out", str(tmp / "cmp")], 0, "skipped broken.jpg",
                                        output="cmp/compare.md"),
+    "stale-export-temporary-of-a-killed-run": Probe(lambda tmp: ["export", "--zoo", ZOO, "--msda", "portable", "-o",
+                                                                 str(stale_temporary(tmp, "x.onnx"))], 0, "wrote",
+                                                    output="x.onnx"),
     "conf-nan": Probe(lambda tmp: ["run", ZOO, "--source", str(image(tmp)), "--conf", "nan"], 2,
                       "--conf: must be a number from 0 to 1"),
     "conf-negative": Probe(lambda tmp: ["run", ZOO, "--source", str(image(tmp)), "--conf", "-1"], 2,
