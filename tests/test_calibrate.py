@@ -17,7 +17,6 @@ import pytest
 import torch
 from onnx import numpy_helper
 from torchvision.ops import box_iou
-from PIL import Image
 
 from detrt.calibrate.calibration_images import CalibrationDataError, ImageBatches, list_images, prepare
 from detrt.calibrate.fp16 import KeepList, convert_fp16

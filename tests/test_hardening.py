@@ -338,7 +338,7 @@ def test_probe(name: str, tmp_path: Path, private_temp: Path, monkeypatch: pytes
     assert code == probe.code, err
     assert probe.fragment in err
     if name.startswith("plugin-"):
-        assert f"plugin node /model/transformer/" in err and f"/{MSDA}:" in err  # the node is named
+        assert "plugin node /model/transformer/" in err and f"/{MSDA}:" in err  # the node is named
     message = [line for line in err.splitlines() if line.startswith("detrt ")]
     if probe.code == 2:
         assert len(message) == 1 and "Traceback" not in err, err
