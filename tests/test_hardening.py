@@ -223,6 +223,11 @@ PROBES = {
     "nan-graph-run-conf-0": Probe(lambda tmp: run_on(lambda t: graph(t, "nan.onnx", nan_initializer="class_embed"),
                                                      "--conf", "0", "--save", str(tmp / "out"))(tmp),
                                   2, "NaN or infinite score"),
+    "nan-graph-bench": Probe(lambda tmp: ["bench", str(graph(tmp, "nan.onnx", nan_initializer="class_embed")), "--iters",
+                                          "1", "--warmup", "0", "--out", str(tmp / "bench")], 2, "NaN or infinite score"),
+    "nan-graph-compare": Probe(lambda tmp: ["compare", "--zoo", ZOO, "--candidate", str(graph(
+        tmp, "nan.onnx", nan_initializer="class_embed")), "--images", str(image_folder(tmp, ("RGB",))), "--out",
+        str(tmp / "cmp")], 2, "NaN or infinite score"),
     # 3. one-line errors instead of tracebacks
     "zero-byte-checkpoint": Probe(lambda tmp: ["inspect", str(raw_file(tmp, "empty.pth", b""))], 2,
                                   "looks like an empty file", absent=("weights_only=False",)),
