@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .config import DetectorConfig
 from .detector import Detector
+from .errors import DetrtError
 from .loader import detector_from_state_dict
 from .preprocess import PreprocessSpec
 
@@ -40,7 +41,7 @@ _TIMM_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 StateDict = dict[str, Tensor]
 
 
-class UnsupportedHFModelError(ValueError):
+class UnsupportedHFModelError(DetrtError, ValueError):
     """A HuggingFace model, or an option of one, that has no equivalent in the reference layout."""
 
 

@@ -15,13 +15,14 @@ from .checkpoint import read_checkpoint
 from .class_names import default_class_names
 from .config import ARCHITECTURES, DetectorConfig
 from .detector import Detector
+from .errors import DetrtError
 from .infer_config import infer_arch, infer_config
 from .preprocess import PreprocessSpec
 
 _LISTED = 10  # keys named per category in an error message
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(DetrtError, ValueError):
     """A state dict that does not fit the model built for it."""
 
 
