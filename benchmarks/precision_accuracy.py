@@ -116,14 +116,15 @@ def keep_study(work: Path, val: Path, count: int = 32) -> str:
     import numpy as np
 
     from detrt.calibrate import fp16
-    from detrt.calibrate.calibration_images import prepare, read_rgb
+    from detrt.calibrate.calibration_images import prepare
+    from detrt.detectors.data.images import read_image
     from detrt.calibrate.model_files import load_fp32
     from detrt.export.ort_plugins import create_session
 
     path = work / "model.raw.onnx"
     export_onnx(load_zoo(ZOO), path, ExportOptions(msda="plugin", batch=None, raw=True))
     model, metadata = load_fp32(path)
-    images = prepare([read_rgb(p) for p in list_images(coco=val, num=count)], metadata)
+    images = prepare([read_image(p) for p in list_images(coco=val, num=count)], metadata)
     reference = create_session(model).run(["pred_logits", "pred_boxes"], {"images": images})
     variants = {"nothing (plugin nodes in fp16 too)": fp16.KeepList(),
                 "plugin nodes": fp16.PRESETS["plugins"],

@@ -1,9 +1,8 @@
-"""Calibration and evaluation images: found in a folder or a COCO JSON, checked, pre-processed exactly
-as the runtime pre-processes them (`detrt.runtime.model.Model.prepare`): resize to the graph's input
-size (bilinear, antialiased), then x255 when the graph normalises, else mean/std normalisation.
-
-Only 3-channel RGB images are accepted: a grayscale, RGBA or palette image is an error naming the file,
-never a silent conversion, so that calibration statistics come from the images the model will see.
+"""Calibration and evaluation images: found in a folder or a COCO JSON, read by the one image reader
+of every command (`detrt.detectors.data.images.read_image`: EXIF orientation, any pixel format to RGB),
+pre-processed exactly as the runtime pre-processes them (`detrt.runtime.model.Model.prepare`): resize
+to the graph's input size (bilinear, antialiased), then x255 when the graph normalises, else mean/std
+normalisation.
 """
 from __future__ import annotations
 
@@ -13,19 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from detrt.detectors.data.coco import CocoDataset
+from detrt.detectors.errors import DetrtError
+from detrt.detectors.data.images import read_image
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-_CHANNELS = {"L": "1 channel (grayscale)", "1": "1 channel (black and white)", "I": "1 channel (32-bit grayscale)",
-             "I;16": "1 channel (16-bit grayscale)", "F": "1 channel (float grayscale)",
-             "LA": "2 channels (grayscale + alpha)", "RGBA": "4 channels (RGBA)", "CMYK": "4 channels (CMYK)",
-             "P": "a palette", "PA": "a palette with alpha"}
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(DetrtError, ValueError):
     """Images that cannot be used for calibration or evaluation; the message names the file and the fix."""
 
 
@@ -58,19 +54,23 @@ def _coco_images(coco: Path, images_dir: Path | None) -> list[Path]:
     return [dataset.images_dir / image["file_name"] for image in dataset.images]
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array; a clear error for undecodable and non-RGB images."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode != "RGB":
-                kind = _CHANNELS.get(mode, f"mode {mode}")
-                raise CalibrationDataError(f"{path} has {kind}, not 3 RGB channels; convert it to RGB first "
-                                           f"(e.g. PIL: Image.open(p).convert('RGB').save(p)) or leave it out")
-            return np.asarray(image).copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise CalibrationDataError(f"cannot decode image {path}: {error}") from error
+def readable_images(paths: list[Path], strict: bool = False) -> tuple[list[Path], list[str]]:
+    """The images of `paths` that decode within the pixel limit, and "name: reason" for each one that does
+    not: skipped and counted, as `detrt run` does. With `strict` the first bad image is an error."""
+    kept, skipped = [], []
+    for path in paths:
+        try:
+            read_image(path)
+        except ValueError as error:
+            if strict:
+                raise CalibrationDataError(f"{error}; --strict stops at the first unreadable image: leave it out, or "
+                                           "drop --strict to skip and count bad images") from None
+            skipped.append(f"{path.name}: {error}")
+            continue
+        kept.append(path)
+    if not kept:
+        raise CalibrationDataError(f"none of the {len(paths)} image(s) can be read ({'; '.join(skipped[:3])})")
+    return kept, skipped
 
 
 def prepare(images: list[np.ndarray], metadata: ModelMetadata) -> np.ndarray:
@@ -113,4 +113,4 @@ class ImageBatches:
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, self.used, self.batch_size):
             chunk = self.paths[start:min(start + self.batch_size, self.used)]
-            yield prepare([read_rgb(path) for path in chunk], self.metadata)
+            yield prepare([read_image(path) for path in chunk], self.metadata)

@@ -19,7 +19,6 @@ import fnmatch
 import io
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
+from detrt.detectors.errors import DetrtError
+from detrt.detectors.tempfiles import temporary_folder
 from detrt.export import INPUT_NAME, ModelMetadata
 from detrt.export.onnx_passes import plugin_nodes
 from detrt.export.ort_plugins import create_session
@@ -45,7 +46,7 @@ FLOAT16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales fr
 FLOAT16 = np.finfo(np.float16)
 
 
-class CalibrationCacheError(ValueError):
+class CalibrationCacheError(DetrtError, ValueError):
     """A calibration cache that does not belong to this model or method."""
 
 
@@ -87,7 +88,7 @@ class _OneBatch:
 
 def collect_ranges(model: onnx.ModelProto, batches: ImageBatches, method: str = "entropy"):  # noqa: ANN201
     """Activation ranges (ONNX Runtime `TensorsData`) of the Conv/MatMul/Gemm inputs and outputs of `model`."""
-    with tempfile.TemporaryDirectory(prefix="detrt-calib-") as folder:
+    with temporary_folder("detrt-calib-") as folder:
         source = Path(folder) / "model.onnx"
         onnx.save(model, str(source))
         calibrator = _calibrator(source, Path(folder) / "augmented.onnx", method)
@@ -157,7 +158,7 @@ def quantize(model: onnx.ModelProto, ranges, exclude: list[str] | tuple[str, ...
                # to int8 (before the bias Add, the residual, LayerNorm), which TensorRT does not need to
                # fuse INT8 kernels and which costs accuracy.
                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}
-    with tempfile.TemporaryDirectory(prefix="detrt-quant-") as folder:
+    with temporary_folder("detrt-quant-") as folder:
         cache = Path(folder) / "ranges.json"
         save_cache(cache, ranges, {}, 0)  # quantize_static takes precomputed ranges through its cache file
         output = Path(folder) / "int8.onnx"

@@ -7,22 +7,25 @@ from pathlib import Path
 
 import onnx
 
+from detrt.detectors.errors import DetrtError
 from detrt.export import ModelMetadata, read_metadata
 from detrt.export.metadata import write_metadata
 from detrt.export.onnx_passes import finalize, infer_shapes, load_onnx, save_atomic, simplify
 from detrt.export.onnx_schemas import register_plugin_schemas
+from detrt.export.plugin_graph import validate_plugin_graph
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(DetrtError, ValueError):
     """A model that cannot be converted as asked; the message says why and what to do."""
 
 
 def load_fp32(path: str | Path) -> tuple[onnx.ModelProto, ModelMetadata]:
-    """The FP32 detrt export at `path` and its metadata; a clear error for anything else."""
+    """The FP32 detrt export at `path` and its metadata (both validated); a clear error for anything else."""
     model = load_onnx(path)
     metadata = read_metadata(model)
+    validate_plugin_graph(model)
     if metadata.precision != "fp32":
         raise PrecisionError(f"{path} is already {metadata.precision}; convert the FP32 export from `detrt export` "
                              "(precision conversions do not stack)")

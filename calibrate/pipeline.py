@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .calibration_images import ImageBatches, prepare, read_rgb
+from detrt.detectors.data.images import read_image
+
+from .calibration_images import ImageBatches, prepare
 from .int8 import Int8Report, calibrated_ranges, match_nodes, quantize, write_int8
 from .model_files import load_fp32
 from .sensitivity import fewest_exclusions, rank_layers
@@ -56,7 +58,7 @@ def calibrate_model(source: str | Path, output: str | Path, images: list[Path], 
     analysis = None
     if settings.sensitivity:
         count = max(settings.sensitivity_images, metadata.batch or 1)  # `run` drops an incomplete fixed batch
-        sample = prepare([read_rgb(path) for path in images[:count]], metadata)
+        sample = prepare([read_image(path) for path in images[:count]], metadata)
         candidates = [name for name in match_nodes(model, settings.sensitivity_layers) if name not in excluded]
         ranking = rank_layers(model, ranges, np.ascontiguousarray(sample), metadata.batch, candidates)
         reference_ap = ap_of(model)

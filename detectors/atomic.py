@@ -6,12 +6,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from .tempfiles import remove_stale, tag
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale(path.parent, f".{path.name}.")  # left by a killed writer
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{tag()}", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -7,6 +7,13 @@ from typing import Any
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
+# Sizes that must be positive whole numbers; the bound keeps a crafted checkpoint from asking for a
+# model of unbounded size (the largest reference values are in the low thousands).
+_POSITIVE_COUNTS = ("num_classes", "num_queries", "hidden_dim", "nheads", "enc_layers", "dec_layers",
+                    "dim_feedforward", "backbone_width", "num_feature_levels", "enc_n_points", "dec_n_points",
+                    "num_select")
+_MAX_COUNT = 65536
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -44,6 +51,11 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         from . import architectures
 
+        counts = {name: getattr(self, name) for name in _POSITIVE_COUNTS}
+        wrong = {name: value for name, value in counts.items()
+                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_COUNT}
+        if wrong:
+            raise ValueError(f"invalid detector configuration: {wrong} must be whole numbers in 1..{_MAX_COUNT}")
         problems = []
         if self.arch not in architectures.names():
             problems.append(f"arch {self.arch!r} is not one of {architectures.names()}")

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
+
+from .errors import DetrtError
+
+
+class NonFiniteOutputError(DetrtError, ValueError):
+    """A model produced NaN or infinite scores or boxes: an error, never a result."""
 
 
 @dataclass
@@ -14,6 +21,14 @@ class Detections:
     scores: Tensor
     labels: Tensor
     class_names: list[str]
+
+    def check_finite(self, what: str) -> "Detections":
+        """Self, or a NonFiniteOutputError naming `what` (the model or image) when a score or box is NaN/Inf."""
+        bad = int((~torch.isfinite(self.scores)).sum()) + int((~torch.isfinite(self.boxes)).any(dim=-1).sum())
+        if bad:
+            raise NonFiniteOutputError(f"{what} gave {bad} NaN or infinite score(s)/box(es): the model's weights or "
+                                       "precision are broken (check the checkpoint, or export/convert it again)")
+        return self
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])

@@ -40,6 +40,7 @@ def coco_results(dataset: CocoDataset, indices: Iterable[int], detections: Itera
     results: list[dict] = []
     categories: list[int] | None = None
     for index, found in zip(indices, detections):
+        found.check_finite(f"the model, on image {dataset.images[index].get('file_name', index)},")
         categories = categories or category_mapping(len(found.class_names), dataset)
         image_id = dataset.images[index]["id"]
         for box, score, label in zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist()):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .limits import check_input_size
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -31,6 +33,11 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     pad_to: int = 1
+
+    def __post_init__(self) -> None:
+        if self.fixed_size is not None:
+            check_input_size(tuple(self.fixed_size), "the pre-processing fixed_size")
+        check_input_size((self.shortest_edge, self.longest_edge), "the pre-processing (shortest_edge, longest_edge)")
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict."""

@@ -11,6 +11,8 @@ import onnx
 import torch
 
 from detrt.detectors import Detector, set_msda_impl
+from detrt.detectors.errors import DetrtError
+from detrt.detectors.limits import check_input_size
 from detrt.detectors.models.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
@@ -29,7 +31,7 @@ DEFORM_CONV_OPSET = 19  # ONNX DeformConv, what torchvision exports deformable c
 MAX_OPSET = 20  # the newest opset torch's TorchScript exporter writes
 
 
-class ExportError(ValueError):
+class ExportError(DetrtError, ValueError):
     """The detector cannot be exported with the options given; the message says why and what to do."""
 
 
@@ -84,9 +86,10 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
         spec = detector.preprocess
         raise ExportError(f"this detector resizes images by their shortest edge ({spec.shortest_edge}, longest at "
                           f"most {spec.longest_edge}), so it has no single input size: pass --size HxW")
+    size = check_input_size(tuple(size), "the export input size")
     if min(size) < 32:
         raise ExportError(f"input size {size} is too small: the backbone downsamples by 32")
-    return mode, (int(size[0]), int(size[1]))
+    return mode, size
 
 
 def _metadata(detector: Detector, options: ExportOptions, mode: str, size: tuple[int, int],
@@ -130,7 +133,11 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
         sample = torch.rand(options.batch or 2, 3, *size) * (255.0 if options.normalize_in_graph else 1.0)
         progress(f"tracing {detector.config.arch} at {size[0]}x{size[1]}, MSDA {mode}, opset {options.opset}")
         with torch.no_grad():
-            output_shapes = [tuple(t.shape) for t in module(sample)]
+            traced = module(sample)
+            if not all(bool(torch.isfinite(t).all()) for t in traced if t.is_floating_point()):
+                raise ExportError("the model gives NaN or infinite outputs on a test input: its weights are broken "
+                                  "(check the checkpoint); nothing was written")
+            output_shapes = [tuple(t.shape) for t in traced]
             model = _trace_to_onnx(module, sample, options, outputs)
     finally:
         for module_, (impl, fused) in zip(attention, previous):

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,52 @@ import onnx
 from torch import Tensor, nn
 
 from detrt.detectors import Detector
+from detrt.detectors.errors import DetrtError
+from detrt.detectors.limits import check_input_size
 from detrt.detectors.preprocess import normalize, resize, to_float_image
 
+from .onnx_passes import load_onnx
+
 PREFIX = "detrt."
+MAX_BATCH = 4096
 
 
-class NotADetrtModelError(ValueError):
-    """The ONNX file was not written by `detrt export`."""
+class NotADetrtModelError(DetrtError, ValueError):
+    """The ONNX file was not written by `detrt export`, or its detrt metadata is invalid."""
+
+
+_EXPORT_AGAIN = "export the model again with `detrt export`"
+_CHOICES = {"msda": ("plugin", "nvidia", "portable", "none"), "precision": ("fp32", "fp16", "int8")}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def _field_problem(name: str, value: object) -> str | None:
+    """What is wrong with one metadata value (None: it is valid): types, ranges and choices per field."""
+    if name in _CHOICES:
+        return None if value in _CHOICES[name] else f"must be one of {_CHOICES[name]}"
+    if name in ("class_names", "outputs"):
+        ok = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        return None if ok else "must be a non-empty list of strings"
+    if name in ("mean", "std"):
+        ok = isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)
+        return None if ok and (name == "mean" or min(value) > 0) else "must be 3 finite numbers (std positive)"
+    if name == "input_size":
+        return None  # check_input_size names the limit
+    if name == "normalize_in_graph":
+        return None if isinstance(value, bool) else "must be true or false"
+    if name == "batch":
+        return None if value is None or (_is_int(value) and 1 <= value <= MAX_BATCH) else \
+            f"must be null (dynamic) or a whole number in 1..{MAX_BATCH}"
+    if name == "opset":
+        return None if _is_int(value) and 0 <= value <= 1000 else "must be a whole number (the ONNX opset)"
+    return None if isinstance(value, str) else "must be a string"
 
 
 @dataclass(frozen=True)
@@ -62,7 +102,18 @@ class ModelMetadata:
             raise NotADetrtModelError("this ONNX has no detrt metadata; export it with `detrt export`")
         if missing:
             raise NotADetrtModelError(f"this ONNX lacks the detrt metadata {missing}; export it again with `detrt export`")
-        values = {name: json.loads(props[PREFIX + name]) for name in names}
+        values = {}
+        for name in names:
+            try:
+                values[name] = json.loads(props[PREFIX + name])
+            except ValueError:
+                raise NotADetrtModelError(f"the detrt metadata field {name} is not valid JSON "
+                                          f"({props[PREFIX + name][:40]!r}); {_EXPORT_AGAIN}") from None
+        for name, value in values.items():
+            problem = _field_problem(name, value)
+            if problem:
+                raise NotADetrtModelError(f"the detrt metadata field {name} {problem}, got {value!r:.80}; {_EXPORT_AGAIN}")
+        check_input_size(values["input_size"], "the detrt metadata field input_size")
         for name in ("class_names", "input_size", "mean", "std", "outputs"):
             values[name] = tuple(values[name])
         return cls(**values)
@@ -84,8 +135,14 @@ def describe_detector(detector: Detector, input_size: tuple[int, int], *, normal
 def read_metadata(model: onnx.ModelProto | str | Path) -> ModelMetadata:
     """The detrt metadata of an ONNX model (a loaded proto or a path; weights are not read)."""
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
-    return ModelMetadata.from_props({prop.key: prop.value for prop in model.metadata_props})
+        model = load_onnx(model, load_external_data=False)
+    metadata = ModelMetadata.from_props({prop.key: prop.value for prop in model.metadata_props})
+    images = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    graph_size = tuple(d.dim_value if d.HasField("dim_value") else None for d in images)[2:]
+    if len(graph_size) == 2 and None not in graph_size and graph_size != metadata.input_size:
+        raise NotADetrtModelError(f"the detrt metadata field input_size {list(metadata.input_size)} differs from the "
+                                  f"graph's input {list(graph_size)}; {_EXPORT_AGAIN}")
+    return metadata
 
 
 def write_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:

@@ -21,7 +21,8 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if node.op_type in names]
 
 
-def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+def constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and Constant-node outputs of `model`, by name."""
     values = {tensor.name: tensor for tensor in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -32,7 +33,7 @@ def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 def add_level_shapes(model: onnx.ModelProto) -> None:
     """Copy each detrt plugin node's constant level table into its ``spatial_shapes`` attribute, so the
     plugin knows the levels on the host without reading the device tensor (see plugins/msda_tensorrt/README.md)."""
-    constants = _constant_values(model)
+    constants = constant_values(model)
     for node in plugin_nodes(model):
         if node.op_type not in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name) or any(a.name == "spatial_shapes" for a in node.attribute):
             continue
@@ -89,13 +90,13 @@ def missing_shapes(model: onnx.ModelProto) -> list[str]:
     return [name for node in model.graph.node for name in node.output if name and name not in known]
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
+def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
     """The ONNX at `path`, with clear errors for a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist; export one with `detrt export`")
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as error:  # protobuf DecodeError and friends carry no hint of the file
         raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
                          "export it again with `detrt export`") from error

@@ -12,8 +12,12 @@ float16, accumulates in float32 and rounds the output once.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +28,15 @@ from .deform_conv_nodes import DEFORM_CONV_PLUGIN
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
 from .onnx_passes import element_types, plugin_nodes
 from .onnx_schemas import register_plugin_schemas
+from .plugin_graph import PluginGraphError, level_table_problem, validate_plugin_graph
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _LEVEL_INPUTS = (1, 2)  # spatial_shapes, level_start_index: int32 in every form
+NODE_NAME_ATTRIBUTE = "detrt_node_name"  # set on the contrib copy's nodes so that errors name the node
+# What plugin ops raised during the current `PluginSession.run`: an exception must never leave an
+# onnxruntime-extensions Python op (it aborts the process), so the op records it and returns.
+_failures: list[BaseException] = []
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray, locations: np.ndarray,
@@ -38,6 +48,27 @@ def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.n
     return output.numpy()
 
 
+def _guarded(body: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """`body` as a plugin op that never raises: the level table is checked first, and any error (or
+    Ctrl-C) is recorded for `PluginSession.run` to raise once ONNX Runtime has returned."""
+    @functools.wraps(body)
+    def op(value, spatial_shapes, level_start_index, *rest, **attributes):  # noqa: ANN001, ANN202
+        name = attributes.get(NODE_NAME_ATTRIBUTE) or body.__name__
+        try:
+            problem = level_table_problem(spatial_shapes, level_start_index, value.shape[1] if value.ndim == 4 else None)
+            if problem:
+                raise PluginGraphError(f"plugin node {name}: {problem}")
+            return body(value, spatial_shapes, level_start_index, *rest)
+        except PluginGraphError as error:
+            _failures.append(error)
+        except Exception as error:
+            _failures.append(PluginGraphError(f"plugin node {name}: {error}"))
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: raised again after the run
+            _failures.append(error)
+        return np.zeros(0, np.float32)
+    return op
+
+
 @functools.cache
 def register_custom_ops() -> None:
     """Register the Python implementations of the MSDA plugin nodes with onnxruntime-extensions (once)."""
@@ -45,21 +76,25 @@ def register_custom_ops() -> None:
 
     float_, int32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
     signature = dict(inputs=[float_, int32, int32, float_, float_], outputs=[float_],
-                     attrs={"plugin_version": PyCustomOpDef.dt_string, "plugin_namespace": PyCustomOpDef.dt_string})
+                     attrs={"plugin_version": PyCustomOpDef.dt_string, "plugin_namespace": PyCustomOpDef.dt_string,
+                            NODE_NAME_ATTRIBUTE: PyCustomOpDef.dt_string})
 
     @onnx_op(op_type=DETRT_PLUGIN.name, **signature)
-    def detrt_msda(value, spatial_shapes, level_start_index, locations, weights, **_):  # noqa: ANN001, ANN202
+    @_guarded
+    def detrt_msda(value, spatial_shapes, level_start_index, locations, weights):  # noqa: ANN001, ANN202
         return _msda(value, spatial_shapes, level_start_index, locations, weights)
 
     @onnx_op(op_type=DETRT_FUSED_PLUGIN.name, **{**signature, "inputs": [float_, int32, int32, float_, float_, float_]})
-    def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits, **_):  # noqa: ANN001, ANN202
+    @_guarded
+    def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits):  # noqa: ANN001, ANN202
         from detrt.plugins import kernels
 
         tensors = [torch.from_numpy(a) for a in (value, spatial_shapes, level_start_index, references, offsets, logits)]
         return kernels.forward_fused(*tensors).numpy()
 
     @onnx_op(op_type=NVIDIA_PLUGIN.name, **signature)
-    def nvidia_msda(value, spatial_shapes, level_start_index, locations, weights, **_):  # noqa: ANN001, ANN202
+    @_guarded
+    def nvidia_msda(value, spatial_shapes, level_start_index, locations, weights):  # noqa: ANN001, ANN202
         n, _, m, d = value.shape
         return _msda(value, spatial_shapes, level_start_index, locations, weights).reshape(n, -1, m, d)
 
@@ -118,24 +153,79 @@ def contrib_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             _as_deform_conv(node)
     for node in nodes:
         node.domain = CONTRIB_DOMAIN
+        node.attribute.append(onnx.helper.make_attribute(NODE_NAME_ATTRIBUTE, node.name or node.op_type))
     if nodes and not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     return model
 
 
+@contextlib.contextmanager
+def _signals_after() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block ends (main thread only), then deliver them to the
+    previous handlers: a KeyboardInterrupt or SystemExit raised inside a plugin op, within ONNX Runtime,
+    would abort the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, _: received.append(signum))
+                for number in _DEFERRED if signal.getsignal(number) is not None}  # None: not ours to restore
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    for number in dict.fromkeys(received):
+        if callable(previous[number]):
+            previous[number](number, None)
+        elif previous[number] == signal.SIG_DFL:
+            signal.raise_signal(number)
+
+
+class PluginSession:
+    """An ONNX Runtime session of a plugin graph whose `run` raises what the plugin ops recorded (a
+    `PluginGraphError` naming the node, or Ctrl-C) instead of letting it abort the process."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001 (onnxruntime.InferenceSession)
+        self.session = session
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+    def run(self, *args, **kwargs) -> list:  # noqa: ANN002, ANN003 (InferenceSession.run's arguments)
+        """InferenceSession.run, with the plugin ops' errors raised here."""
+        _failures.clear()
+        with _signals_after():
+            try:
+                outputs = self.session.run(*args, **kwargs)
+            except Exception:
+                if not _failures:
+                    raise
+                outputs = None
+        if _failures:
+            failure = _failures[0]
+            _failures.clear()
+            raise failure
+        return outputs
+
+
 def create_session(model: str | Path | onnx.ModelProto, providers: list[str] | None = None,
-                   threads: int = 0):  # noqa: ANN201 (onnxruntime.InferenceSession)
-    """An ONNX Runtime session for any detrt graph; plugin graphs get our MSDA implementation."""
+                   threads: int = 0):  # noqa: ANN201 (onnxruntime.InferenceSession or PluginSession)
+    """An ONNX Runtime session for any detrt graph; plugin graphs are validated first and get our MSDA
+    implementation, in a `PluginSession`."""
     import onnxruntime as ort
 
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: FP16 Q/DQ graphs log a warning per unfoldable float16 Mul
-    if plugin_nodes(proto):
-        from onnxruntime_extensions import get_library_path
+    if not plugin_nodes(proto):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"])
+    from onnxruntime_extensions import get_library_path
 
-        register_custom_ops()
-        options.register_custom_ops_library(get_library_path())
-        proto = contrib_copy(proto)
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"])
+    validate_plugin_graph(proto)
+    register_custom_ops()
+    options.register_custom_ops_library(get_library_path())
+    proto = contrib_copy(proto)
+    return PluginSession(ort.InferenceSession(proto.SerializeToString(), options,
+                                              providers=providers or ["CPUExecutionProvider"]))

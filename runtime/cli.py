@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 
+from detrt.detectors.errors import DetrtError
+
 from . import detector_commands, precision_commands, runtime_commands
-from .errors import DetrtRuntimeError
 from .triton import commands as triton_commands
 
 # The one registry of commands: each module adds its subcommands (and their choices, from the
@@ -25,18 +27,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so `finally` blocks and context managers remove temporary files."""
+    def stop(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (errors print one line, exit 2)."""
+    """Run the command line; returns the exit code (errors print one line, exit 2; Ctrl-C exits 130)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # argparse: --help (0) or a bad argument, already printed (2)
         return int(stop.code or 0)
     handler: Callable[[argparse.Namespace], dict] = args.handler
+    if argv is None:  # the `detrt` process itself, not a caller's in-process use
+        _exit_on_sigterm()
     try:
         result = handler(args)
-    except (OSError, ValueError, ImportError, DetrtRuntimeError) as error:
-        print(f"detrt {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, ImportError, DetrtError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"detrt {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"detrt {args.command}: stopped by the user", file=sys.stderr)
+        return 130
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
     else:

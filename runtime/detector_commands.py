@@ -82,11 +82,13 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    from detrt.detectors.limits import check_input_size
+
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
-    return height, width
+    return check_input_size((height, width), "--size")
 
 
 def _parse_batch(text: str) -> int | None:

@@ -1,8 +1,10 @@
 """Errors of the runtime that a user can fix; each message names the problem and the fix."""
 from __future__ import annotations
 
+from detrt.detectors.errors import DetrtError
 
-class DetrtRuntimeError(RuntimeError):
+
+class DetrtRuntimeError(DetrtError, RuntimeError):
     """Base of the runtime's user-facing errors (the CLI prints them as one line, exit 2)."""
 
 

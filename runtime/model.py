@@ -93,6 +93,7 @@ class Model:
             detections = Detections(torch.from_numpy(outputs["boxes"][i] * scale),
                                     torch.from_numpy(np.array(outputs["scores"][i], dtype=np.float32)),
                                     torch.from_numpy(np.array(outputs["labels"][i], dtype=np.int64)), self.class_names)
+            detections.check_finite(f"the {self.backend.name} model, on image {i} of the batch,")
             results.append(detections.above(conf) if conf > 0 else detections)
         return results
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .errors import DetrtRuntimeError
@@ -11,23 +12,32 @@ class ComparisonFailedError(DetrtRuntimeError):
     """At least one candidate did not meet its precision's limits (the report says which and why)."""
 
 
+def _images(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """The readable images of --images/--coco (first --num); bad ones skipped, counted and logged unless --strict."""
+    from detrt.calibrate.calibration_images import list_images, readable_images
+
+    images, skipped = readable_images(list_images(args.images, args.coco, args.num), strict=args.strict)
+    for skip in skipped:
+        print(f"skipped {skip}", file=sys.stderr)
+    return images, skipped
+
+
 def convert(args: argparse.Namespace) -> dict:
     """FP32 export -> strongly typed FP16 graph with a keep-in-FP32 list."""
-    from detrt.calibrate.calibration_images import list_images
     from detrt.calibrate.fp16 import KeepList, convert_fp16
 
     keep = KeepList.parse(args.keep_fp32 or [], defaults=not args.no_default_keep)
-    images = list_images(args.images, args.coco, args.num) if args.images or args.coco else None
+    images, skipped = _images(args) if args.images or args.coco else (None, [])
     limit = {} if args.fp16_limit is None else {"limit": args.fp16_limit}
-    return convert_fp16(args.onnx, args.output, keep, images, args.batch, **limit).to_dict()
+    return {**convert_fp16(args.onnx, args.output, keep, images, args.batch, **limit).to_dict(),
+            "skipped_images": len(skipped)}
 
 
 def calibrate(args: argparse.Namespace) -> dict:
     """FP32 export + calibration images -> INT8 Q/DQ graph (and calibration cache)."""
-    from detrt.calibrate.calibration_images import list_images
     from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 
-    images = list_images(args.images, args.coco, args.num)
+    images, skipped = _images(args)
     val_coco = args.val_coco or args.coco
     ap_of = None
     if val_coco:
@@ -42,7 +52,7 @@ def calibrate(args: argparse.Namespace) -> dict:
                                    sensitivity_layers=tuple(args.sensitivity_layers or ("*",)),
                                    float_layers=args.float_layers)
     report, analysis = calibrate_model(args.onnx, args.output, images, settings, ap_of if args.sensitivity else None)
-    result = report.to_dict()
+    result = {**report.to_dict(), "skipped_images": len(skipped)}
     if analysis is not None:
         result["sensitivity"] = {"worst_layers": analysis["ranking"][:10], **analysis["budget"]}
     return result
@@ -55,7 +65,10 @@ def compare(args: argparse.Namespace) -> dict:
 
     if args.images is None and args.coco is None:
         raise ValueError("give the images to compare on: --images DIR (and/or --coco JSON)")
-    comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch)
+    comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch,
+                             strict=args.strict)
+    for skip in comparison.skipped:
+        print(f"skipped {skip}", file=sys.stderr)
     files = write_report(comparison, args.out, args.json_file)
     summary = {c.name: "passed" if c.passed else "FAILED: " + "; ".join(c.failures) for c in comparison.candidates}
     if not comparison.passed:
@@ -63,7 +76,7 @@ def compare(args: argparse.Namespace) -> dict:
         verdicts = "; ".join(f"{name}: {summary[name]}" for name in failed)
         raise ComparisonFailedError(f"{len(failed)} candidate(s) failed: {verdicts} (report: {files['markdown']}, "
                                     f"{files['json']})")
-    return {**summary, **files}
+    return {**summary, **files, "skipped_images": len(comparison.skipped)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--images", help="a folder of RGB images like those the model will see")
     check.add_argument("--coco", help="or a COCO JSON naming them")
     check.add_argument("--num", type=int, default=16, help="images to run (default 16)")
+    check.add_argument("--strict", action="store_true",
+                       help="stop at the first unreadable image (default: skip and count it)")
     check.add_argument("--batch", type=int, default=8, help="images per call for dynamic-batch graphs (default 8)")
     check.add_argument("--fp16-limit", type=float,
                        help="largest magnitude allowed in FP16 (default a quarter of float16's 65504)")
@@ -98,6 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--images", help="a folder of RGB images (or the images of --coco)")
     source.add_argument("--coco", help="a COCO JSON; its images (and annotations, for --sensitivity)")
     parser.add_argument("--num", type=int, help="use the first N images (default: all)")
+    parser.add_argument("--strict", action="store_true",
+                       help="stop at the first unreadable image (default: skip and count it)")
     parser.add_argument("--method", choices=["entropy", "percentile", "minmax"], default="entropy",
                         help="activation range method (default entropy)")
     parser.add_argument("--batch", type=int, default=8, help="images per calibration batch for dynamic-batch graphs")
@@ -130,6 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", help="a folder of RGB images (default with --coco: images/ beside it)")
     parser.add_argument("--coco", help="COCO annotations: also measure the mAP of each model")
     parser.add_argument("--num", type=int, help="use the first N images")
+    parser.add_argument("--strict", action="store_true",
+                       help="stop at the first unreadable image (default: skip and count it)")
     parser.add_argument("--batch", type=int, default=1, help="images per inference call (default 1)")
     parser.add_argument("--out", default="detrt-compare", help="folder for compare.md and worst-*.png")
     parser.add_argument("--json", dest="json_file", metavar="FILE", help="write the JSON report here "

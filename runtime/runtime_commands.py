@@ -6,6 +6,24 @@ import sys
 from pathlib import Path
 
 
+def score_threshold(text: str) -> float:
+    """An argparse type: a score threshold in 0..1 (NaN refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -28,9 +46,17 @@ def _open(args: argparse.Namespace):  # noqa: ANN202 (Model)
 
 
 def build(args: argparse.Namespace) -> dict:
-    """Build a TensorRT engine and its sidecar from a detrt ONNX."""
+    """Build a TensorRT engine and its sidecar from a detrt ONNX (its metadata and plugin nodes checked first)."""
+    from detrt.export import read_metadata
+    from detrt.export.onnx_passes import load_onnx
+    from detrt.export.plugin_graph import validate_plugin_graph
+
     from .backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
     from .backends.tensorrt.flavour import FLAVOUR_CHOICES, parse_compute_capabilities
+
+    model = load_onnx(args.onnx, load_external_data=False)
+    read_metadata(model)
+    validate_plugin_graph(model)
 
     options = BuildOptions(batch=BatchProfile.parse(args.batch) if args.batch else None, workspace_mb=args.workspace,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None, dla_core=args.dla,
@@ -120,23 +146,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", required=True, help="an image, a directory of images, a video file or a camera index")
     parser.add_argument("--save", metavar="DIR", help="write annotated images (or video) and detections.jsonl here")
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q quits)")
-    parser.add_argument("--conf", type=float, default=0.5, help="minimum score (default 0.5)")
-    parser.add_argument("--batch", type=int, default=1, help="frames per inference call (default 1)")
+    parser.add_argument("--conf", type=score_threshold, default=0.5, help="minimum score, 0..1 (default 0.5)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="frames per inference call (default 1)")
     parser.add_argument("--triton", metavar="URL", help="send the frames to a Triton server serving a `detrt triton` "
                         "repository (MODEL is then the model's name there): http://HOST:8000 or grpc://HOST:8001")
     parser.set_defaults(handler=run)
 
     parser = sub.add_parser("bench", help="latency p50/p90/p99, throughput and per-stage times of a model")
     _add_model_options(parser)
-    parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    parser.add_argument("--iters", type=int, default=100, help="timed runs (default 100)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per call (default 1)")
+    parser.add_argument("--iters", type=positive_int, default=100, help="timed runs (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     parser.add_argument("--out", default="detrt-bench", help="folder for bench.json and latency.png (default detrt-bench)")
     parser.set_defaults(handler=bench)
 
     parser = sub.add_parser("demo", help="export the shipped model, run it with the best backend, check it against PyTorch")
     parser.add_argument("--out", default="detrt-demo", help="output folder (default detrt-demo)")
-    parser.add_argument("--images", type=int, default=8, help="generated images to run on (default 8)")
-    parser.add_argument("--conf", type=float, default=0.5, help="minimum score drawn and compared (default 0.5)")
+    parser.add_argument("--images", type=positive_int, default=8, help="generated images to run on (default 8)")
+    parser.add_argument("--conf", type=score_threshold, default=0.5, help="minimum score drawn and compared (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     parser.set_defaults(handler=demo)

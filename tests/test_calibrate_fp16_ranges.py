@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from detrt.calibrate.calibration_images import ImageBatches, list_images, prepare, read_rgb
+from detrt.calibrate.calibration_images import ImageBatches, list_images, prepare
 from detrt.calibrate.fp16 import KeepList, convert_fp16
 from detrt.calibrate.fp16_ranges import FLOAT16_MAX, activation_peaks, nodes_beyond
 from detrt.detectors import Detector, PreprocessSpec
+from detrt.detectors.data.images import read_image
 from detrt.export import ExportOptions, export_onnx, read_metadata
 from detrt.export.onnx_passes import element_types
 from detrt.export.ort_plugins import create_session
@@ -30,7 +31,7 @@ def large_activations(tmp_path_factory):
 
 
 def outputs(path, images) -> list[np.ndarray]:
-    batch = prepare([read_rgb(p) for p in images], read_metadata(path))
+    batch = prepare([read_image(p) for p in images], read_metadata(path))
     return create_session(str(path)).run(["scores", "boxes"], {"images": batch})
 
 

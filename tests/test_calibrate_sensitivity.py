@@ -8,10 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from detrt.calibrate.calibration_images import ImageBatches, list_images, prepare, read_rgb
+from detrt.calibrate.calibration_images import ImageBatches, list_images, prepare
 from detrt.calibrate.int8 import calibrated_ranges, quantizable_nodes
 from detrt.calibrate.model_files import load_fp32
 from detrt.calibrate.sensitivity import LayerSensitivity, detection_error, fewest_exclusions, rank_layers
+from detrt.detectors.data.images import read_image
 from detrt.export import read_metadata
 from detrt.runtime.cli import main
 from precision_helpers import shapes_dataset, shipped_onnx
@@ -59,7 +60,7 @@ def test_ranking_on_the_shipped_model():
     model, metadata = load_fp32(shipped_onnx())
     images = list_images(coco=shapes_dataset())
     ranges, _, _ = calibrated_ranges(model, metadata, lambda: ImageBatches(images, metadata, 4), "minmax", None)
-    sample = prepare([read_rgb(path) for path in images[:4]], metadata)
+    sample = prepare([read_image(path) for path in images[:4]], metadata)
     backbone = quantizable_nodes(model)[5]
     ranked = rank_layers(model, ranges, sample, None, [backbone, SENSITIVE])
     assert sorted(r.layer for r in ranked) == sorted([backbone, SENSITIVE])

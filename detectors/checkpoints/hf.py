@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .. import architectures
 from ..config import DetectorConfig
 from ..detector import Detector
+from ..errors import DetrtError
 from .loader import detector_from_state_dict
 from ..preprocess import PreprocessSpec
 
@@ -36,7 +37,7 @@ _TIMM_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 StateDict = dict[str, Tensor]
 
 
-class UnsupportedHFModelError(ValueError):
+class UnsupportedHFModelError(DetrtError, ValueError):
     """A HuggingFace model, or an option of one, that has no equivalent in the reference layout."""
 
 

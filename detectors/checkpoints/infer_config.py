@@ -76,5 +76,8 @@ def infer_config(state_dict: dict[str, Tensor], arch: str, args: argparse.Namesp
     """The configuration of `arch` that fits `state_dict`, completed by `args` and `overrides`."""
     from_args = _from_args(args)
     nheads = overrides.get("nheads", from_args.get("nheads", 8))
+    if not isinstance(nheads, int) or isinstance(nheads, bool) or nheads < 1:
+        raise ValueError(f"nheads must be a positive whole number, got {nheads!r} (from the checkpoint's saved "
+                         "args or an override); pass the right nheads=")
     values = {**from_args, **_from_weights(state_dict, arch, nheads), **overrides}
     return DetectorConfig.for_arch(arch, **values)

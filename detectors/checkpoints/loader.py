@@ -16,13 +16,14 @@ from .class_names import default_class_names
 from .. import architectures
 from ..config import DetectorConfig
 from ..detector import Detector
+from ..errors import DetrtError
 from .infer_config import infer_config
 from ..preprocess import PreprocessSpec
 
 _LISTED = 10  # keys named per category in an error message
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(DetrtError, ValueError):
     """A state dict that does not fit the model built for it."""
 
 

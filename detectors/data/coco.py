@@ -5,13 +5,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from ..errors import DetrtError
+from .images import read_image
 
-class DatasetError(ValueError):
+
+class DatasetError(DetrtError, ValueError):
     """A dataset that cannot be used, and why."""
 
 
@@ -60,13 +61,7 @@ class CocoDataset:
 
     def load_image(self, index: int) -> Tensor:
         """Image `index` as a (3, H, W) uint8 RGB tensor."""
-        path = self.images_dir / self.images[index]["file_name"]
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            raise DatasetError(f"cannot read image {path}: {error}") from error
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return torch.from_numpy(read_image(self.images_dir / self.images[index]["file_name"])).permute(2, 0, 1)
 
     def target(self, index: int) -> dict[str, Tensor]:
         """Labels (K,) and boxes (K, 4) as normalised cxcywh, for image `index` (crowd boxes dropped)."""

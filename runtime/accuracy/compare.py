@@ -19,10 +19,11 @@ from polygraphy.comparator import Comparator, RunResults
 from polygraphy.logger import G_LOGGER
 from tqdm import tqdm
 
-from detrt.calibrate.calibration_images import list_images, read_rgb
+from detrt.calibrate.calibration_images import list_images, readable_images
 from detrt.detectors import Detections, Detector
 from detrt.detectors.data.coco import CocoDataset
 from detrt.detectors.evaluate import coco_metrics, coco_results
+from detrt.detectors.data.images import image_size, read_image
 
 from ..backends.base import INPUT_NAME
 from .runner import ModelRunner
@@ -73,6 +74,7 @@ class Comparison:
     reference_ms_per_image: float
     candidates: list[CandidateResult]
     detections: dict[str, list[Detections]] = field(repr=False, default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # "name: reason" of each image that could not be read
 
     @property
     def passed(self) -> bool:
@@ -81,25 +83,20 @@ class Comparison:
 
     def to_dict(self) -> dict:
         """JSON-friendly report."""
-        return {"reference": self.reference, "images": len(self.images), "reference_ap": self.reference_ap,
+        return {"reference": self.reference, "images": len(self.images), "skipped_images": self.skipped,
+                "reference_ap": self.reference_ap,
                 "reference_ms_per_image": round(self.reference_ms_per_image, 2),
                 "passed": self.passed, "candidates": {c.name: c.to_dict() for c in self.candidates}}
 
 
 def _feeds(model: Model, images: list[Path], batch: int) -> Iterator[dict[str, np.ndarray]]:
     for start in range(0, len(images), batch):
-        chunk = [read_rgb(path) for path in images[start:start + batch]]
+        chunk = [read_image(path) for path in images[start:start + batch]]
         yield {INPUT_NAME: model.prepare(chunk).images}
 
 
 def _original_sizes(images: list[Path]) -> list[tuple[int, int]]:
-    from PIL import Image
-
-    sizes = []
-    for path in images:
-        with Image.open(path) as image:
-            sizes.append((image.height, image.width))
-    return sizes
+    return [image_size(path) for path in images]
 
 
 def _check_candidate(reference: Model, candidate: Model, name: str) -> None:
@@ -167,11 +164,12 @@ def _coco_ap(detections: list[Detections], dataset: CocoDataset, annotations: Pa
 
 
 def compare(reference: str | Path | Detector, candidates: list[str | Path], images_dir: str | Path | None = None,
-            coco: str | Path | None = None, num: int | None = None, batch: int = 1) -> Comparison:
-    """Run the reference and every candidate on the images and measure each candidate against it."""
+            coco: str | Path | None = None, num: int | None = None, batch: int = 1, strict: bool = False) -> Comparison:
+    """Run the reference and every candidate on the images and measure each candidate against it. Images
+    that cannot be read are skipped and counted, except with `strict` or `coco` (AP needs every image)."""
     if not candidates:
         raise ValueError("give at least one --candidate model")
-    paths = list_images(images_dir, coco, num)
+    paths, skipped = readable_images(list_images(images_dir, coco, num), strict=strict or coco is not None)
     reference_model = open_model(reference)
     names = [Path(str(c)).name for c in candidates]
     if len(set(names)) != len(names):
@@ -211,4 +209,4 @@ def compare(reference: str | Path | Detector, candidates: list[str | Path], imag
                                         policy.to_dict(input_size), tensors, agreement, ap, not failures, failures,
                                         _ms_per_image(results[name], len(paths)), per_image))
     return Comparison(str(reference if not isinstance(reference, Detector) else "Detector"), paths, reference_ap,
-                      _ms_per_image(results["pytorch"], len(paths)), outcomes, detections)
+                      _ms_per_image(results["pytorch"], len(paths)), outcomes, detections, skipped)

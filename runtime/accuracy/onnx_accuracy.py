@@ -2,12 +2,12 @@
 runtime's own pre- and post-processing: what the precision work measures its candidates with."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import onnx
 
 from detrt.detectors.evaluate import evaluate_detector
+from detrt.detectors.tempfiles import temporary_folder
 
 from ..model import open_model
 
@@ -16,7 +16,7 @@ def onnx_metrics(model: str | Path | onnx.ModelProto, coco: str | Path, images_d
                  batch_size: int = 8) -> dict[str, float]:
     """AP, AP50, ... in points (0-100) of `model` on a COCO dataset."""
     if isinstance(model, onnx.ModelProto):
-        with tempfile.TemporaryDirectory(prefix="detrt-ap-") as folder:
+        with temporary_folder("detrt-ap-") as folder:
             path = Path(folder) / "model.onnx"
             onnx.save(model, str(path))
             return onnx_metrics(path, coco, images_dir, batch_size)

@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detrt.calibrate.calibration_images import read_rgb
-
 from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
+from detrt.detectors.data.images import read_image
+
 from .compare import CandidateResult, Comparison
 from .policy import MIN_AP_IMAGES
 from ..apps.drawing import draw_detections, save_image
@@ -69,7 +69,7 @@ def worst_disagreements(comparison: Comparison, candidate: CandidateResult, conf
                    -max((abs(d) for d in candidate.per_image[i].score_deltas), default=0.0)))
     rows = []
     for index in order[:WORST_IMAGES]:
-        image = read_rgb(comparison.images[index])
+        image = read_image(comparison.images[index])
         agreement = candidate.per_image[index]
         left = draw_detections(image, comparison.detections["pytorch"][index].above(conf), "reference (PyTorch)")
         right = draw_detections(image, comparison.detections[candidate.name][index].above(conf),

@@ -52,12 +52,12 @@ class _Outputs:
         self.log = None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
-            self.log = (save_dir / "detections.jsonl").open("w")
+            self.log = (save_dir / "detections.jsonl").open("w", buffering=1)  # whole lines, as they come
 
     def write(self, frame: Frame, detections: Detections, annotated: object) -> None:
         if self.save_dir is None:
             return
-        self.log.write(json.dumps(detections_record(frame, detections)) + "\n")  # type: ignore[union-attr]
+        self.log.write(json.dumps(detections_record(frame, detections), allow_nan=False) + "\n")  # type: ignore[union-attr]
         if self.source.kind in ("image", "directory"):
             drawing.save_image(self.save_dir / frame.name, annotated)  # type: ignore[arg-type]
             return

@@ -14,9 +14,12 @@ import cv2
 import numpy as np
 
 from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
+from detrt.detectors.data.images import ImageReadError, read_image
+from detrt.detectors.limits import LimitError
 
 from ..errors import SourceError
 
+MAX_CAMERA_INDEX = 9999  # larger indices name no device (and overflow OpenCV's int)
 MAX_CONSECUTIVE_FAILURES = 30  # failed reads in a row that end a video or camera stream
 STALL_TIMEOUT_S = 10.0  # no frame for this long: the source has stalled
 
@@ -119,11 +122,15 @@ class FrameSource:
 
 def _read_images(paths: list[Path]) -> Iterator[Frame | Skip]:
     for index, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None or image.size == 0:
+        try:
+            image = read_image(path)
+        except ImageReadError:
             yield Skip(path.name, "not a decodable image (corrupt, empty or unsupported format)")
             continue
-        yield Frame(index, path.name, np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+        except LimitError as error:
+            yield Skip(path.name, str(error))
+            continue
+        yield Frame(index, path.name, image)
 
 
 def _read_capture(capture: cv2.VideoCapture, prefix: str) -> Iterator[Frame | Skip]:
@@ -165,7 +172,13 @@ def _video_source(path: Path) -> FrameSource:
 
 
 def _camera_source(index: int) -> FrameSource:
-    capture = cv2.VideoCapture(index)
+    if index > MAX_CAMERA_INDEX:
+        raise SourceError(f"camera index {index} is out of range 0..{MAX_CAMERA_INDEX}; list the cameras with "
+                          "`ls /dev/video*` (Linux) and pass an index that exists")
+    try:
+        capture = cv2.VideoCapture(index)
+    except cv2.error as error:
+        raise SourceError(f"camera {index} could not be opened ({error})") from None
     if not capture.isOpened():
         raise SourceError(f"camera {index} could not be opened (no such device, in use, or no permission); "
                           "list the cameras with `ls /dev/video*` (Linux) and pass an index that exists")

@@ -9,6 +9,7 @@ Sidecars without `tensorrt_flavour` (written before TensorRT-RTX support) are st
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from detrt.detectors.atomic import write_json_atomic
@@ -30,14 +31,45 @@ def write_sidecar(engine: str | Path, sidecar: dict) -> Path:
     return write_json_atomic(sidecar_path(engine), {"format": FORMAT, **sidecar})
 
 
-def _rebuild_hint(engine: Path, sidecar: dict | None, flags: str = "") -> str:
-    source = (sidecar or {}).get("onnx", {}).get("path") or "MODEL.onnx"
-    return f"rebuild it here with `detrt build {source} -o {engine}{flags}`"
+def _rebuild_hint(engine: Path, sidecar: dict | None, flags: tuple[str, ...] = ()) -> str:
+    """The command that rebuilds `engine`, every argument shell-quoted (a sidecar's ONNX path is untrusted)."""
+    onnx = (sidecar or {}).get("onnx")
+    source = onnx.get("path") if isinstance(onnx, dict) and isinstance(onnx.get("path"), str) else "MODEL.onnx"
+    command = ["detrt", "build", source, "-o", str(engine), *flags]
+    return f"rebuild it here with `{' '.join(shlex.quote(part) for part in command)}`"
 
 
 def flavour(sidecar: dict) -> str:
     """The TensorRT flavour that built the engine of `sidecar`."""
     return sidecar.get("tensorrt_flavour") or TENSORRT
+
+
+def _field_problem(sidecar: dict) -> str | None:
+    """The first field of a sidecar with the wrong type (None when all checked fields are right)."""
+    if sidecar.get("tensorrt_flavour", TENSORRT) not in (TENSORRT, RTX):
+        return f"tensorrt_flavour must be {TENSORRT!r} or {RTX!r}, got {sidecar['tensorrt_flavour']!r:.60}"
+    if not isinstance(sidecar["tensorrt_version"], str):
+        return f"tensorrt_version must be a string, got {sidecar['tensorrt_version']!r:.60}"
+    if flavour(sidecar) == RTX:  # built ahead of time for a list of targets, on no GPU
+        targets = sidecar.get("compute_capabilities")
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            return f"compute_capabilities must be a list of versions like \"8.6\", got {targets!r:.60}"
+        return _props_problem(sidecar)
+    if not isinstance(sidecar["gpu"], str):
+        return f"gpu must be a string, got {sidecar['gpu']!r:.60}"
+    if not isinstance(sidecar["compute_capability"], (str, int, float)) or isinstance(sidecar["compute_capability"], bool):
+        return f"compute_capability must be a version like \"8.6\", got {sidecar['compute_capability']!r:.60}"
+    return _props_problem(sidecar)
+
+
+def _props_problem(sidecar: dict) -> str | None:
+    """The metadata and ONNX fields' problem, if any."""
+    props = sidecar["metadata_props"]
+    if not isinstance(props, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in props.items()):
+        return "metadata_props must be an object of strings"
+    if "onnx" in sidecar and not (isinstance(sidecar["onnx"], dict) and isinstance(sidecar["onnx"].get("path", ""), str)):
+        return "onnx must be an object whose path is a string"
+    return None
 
 
 def read_sidecar(engine: str | Path) -> dict:
@@ -50,10 +82,16 @@ def read_sidecar(engine: str | Path) -> dict:
         sidecar = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise EngineMismatchError(f"the sidecar {path} is unreadable ({error}); {_rebuild_hint(engine, None)}") from None
+    if not isinstance(sidecar, dict):
+        raise EngineMismatchError(f"the sidecar {path} holds a JSON {type(sidecar).__name__}, not an object; "
+                                  f"{_rebuild_hint(engine, None)}")
     missing = [key for key in (*CHECKED, "metadata_props") if key not in sidecar]
     if missing or sidecar.get("format") != FORMAT:
         raise EngineMismatchError(f"the sidecar {path} is not one this detrt writes (format {sidecar.get('format')}, "
                                   f"missing {missing}); {_rebuild_hint(engine, sidecar)}")
+    problem = _field_problem(sidecar)
+    if problem:
+        raise EngineMismatchError(f"the sidecar {path} is invalid: {problem}; {_rebuild_hint(engine, sidecar)}")
     return sidecar
 
 
@@ -78,8 +116,8 @@ def check_sidecar(sidecar: dict, environment: dict, engine: str | Path) -> None:
     found = mismatches(sidecar, environment)
     if found:
         here = environment["tensorrt_flavour"]
-        flags = f" --flavour rtx --compute-capability {environment['compute_capability']}" if here == RTX else (
-            " --flavour tensorrt" if flavour(sidecar) != here else "")
+        flags = ("--flavour", "rtx", "--compute-capability", str(environment["compute_capability"])) if here == RTX else (
+            ("--flavour", "tensorrt") if flavour(sidecar) != here else ())
         raise EngineMismatchError(f"{engine} was built for another TensorRT or GPU: {'; '.join(found)}. Engines run only "
                                   f"with the TensorRT they were built with, on the GPUs they target; "
                                   f"{_rebuild_hint(Path(engine), sidecar, flags)}")

@@ -1,0 +1,112 @@
+"""Checks of MSDA plugin nodes before a graph runs or is built: the level table must be one the kernels
+can index safely and one the network's feature maps really have.
+
+Three views of the levels must agree: the ``spatial_shapes`` / ``level_start_index`` inputs (what ONNX
+Runtime reads), the ``spatial_shapes`` attribute of detrt nodes (what TensorRT reads) and the value
+tensor's S (the sum of H_l * W_l). The geometry is checked too: each level is the previous one halved
+(rounded up) or, after a dilated stage, the same size, and the first is the input size divided by a
+power of two, as the backbone and the extra stride-2 convolutions of Deformable DETR make them; a
+swapped or reshaped table with the right total is therefore refused instead of giving silent garbage.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from detrt.detectors.errors import DetrtError
+
+from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, MAX_LEVELS, NVIDIA_PLUGIN
+from .onnx_passes import constant_values
+
+MSDA_OP_TYPES = (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name, NVIDIA_PLUGIN.name)
+INT32_MAX = 2**31 - 1
+IMAGES_INPUT = "images"  # the (N, 3, H, W) input of every detrt export
+_FIX = "export the model again with `detrt export`"
+
+
+class PluginGraphError(DetrtError, ValueError):
+    """An MSDA plugin node whose level table is inconsistent or unsafe; the message names the node."""
+
+
+def level_table_problem(spatial_shapes: np.ndarray, level_start_index: np.ndarray,
+                        num_values: int | None = None) -> str | None:
+    """What is wrong with a level table (None when it is safe): shapes (L, 2) of positive (H, W), each
+    H*W and their sum within int32, starts the running sum of H*W, the sum equal to `num_values` (S)."""
+    shapes, starts = np.asarray(spatial_shapes), np.asarray(level_start_index)
+    if shapes.ndim != 2 or shapes.shape[1:] != (2,) or not 1 <= len(shapes) <= MAX_LEVELS:
+        return f"spatial_shapes must be (L, 2) with 1 <= L <= {MAX_LEVELS}, got shape {shapes.shape}"
+    if starts.shape != (len(shapes),):
+        return f"level_start_index must be ({len(shapes)},) for {len(shapes)} levels, got shape {starts.shape}"
+    for name, table in (("spatial_shapes", shapes), ("level_start_index", starts)):
+        if not np.issubdtype(table.dtype, np.integer):
+            return f"{name} must hold integers, got {table.dtype}"
+    sizes = [(int(h), int(w)) for h, w in shapes.tolist()]
+    if any(h < 1 or w < 1 for h, w in sizes):
+        return f"spatial_shapes must be positive, got {sizes}"
+    areas = [h * w for h, w in sizes]
+    if max(areas) > INT32_MAX or sum(areas) > INT32_MAX:
+        return f"spatial_shapes {sizes} cover {sum(areas)} values, more than int32 indices reach"
+    expected = np.cumsum([0, *areas[:-1]]).tolist()
+    if starts.tolist() != expected:
+        return f"level_start_index {starts.tolist()} is not the running sum {expected} of spatial_shapes {sizes}"
+    if num_values is not None and sum(areas) != num_values:
+        return f"spatial_shapes {sizes} cover {sum(areas)} values but the value input has S = {num_values}"
+    return None
+
+
+def geometry_problem(sizes: list[tuple[int, int]], input_size: tuple[int, int] | None) -> str | None:
+    """Whether `sizes` are feature maps of an `input_size` image: each level the previous halved
+    (rounded up) or kept (a dilated stage), the first the input divided by one power of two in both
+    directions."""
+    for (h, w), following in zip(sizes, sizes[1:]):
+        if following not in ((-(-h // 2), -(-w // 2)), (h, w)):  # the same size: a dilated (DC5) stage
+            return f"levels {sizes} are not successive halvings of the first (swapped or reshaped levels?)"
+    if input_size is not None:
+        strides = [2**k for k in range(12)]
+        if not any((-(-input_size[0] // s), -(-input_size[1] // s)) == sizes[0] for s in strides):
+            return f"the first level {sizes[0]} is not the {input_size[0]}x{input_size[1]} input divided by a power of two"
+    return None
+
+
+def _static_dims(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    graph = model.graph
+    return {info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+            for info in (*graph.input, *graph.value_info, *graph.output) if info.type.tensor_type.HasField("shape")}
+
+
+def _image_size(dims: dict[str, list[int | None]]) -> tuple[int, int] | None:
+    images = dims.get(IMAGES_INPUT)
+    if images is None or len(images) != 4 or None in images[2:]:
+        return None
+    return images[2], images[3]
+
+
+def _node_problem(node: onnx.NodeProto, constants: dict, dims: dict, input_size: tuple[int, int] | None) -> str | None:
+    if len(node.input) < 3:
+        return f"has {len(node.input)} inputs, fewer than value, spatial_shapes, level_start_index"
+    if node.input[1] not in constants or node.input[2] not in constants:
+        return None  # computed at run time: the op checks the table it receives
+    shapes, starts = (numpy_helper.to_array(constants[name]) for name in node.input[1:3])
+    value_dims = dims.get(node.input[0])
+    num_values = value_dims[1] if value_dims is not None and len(value_dims) == 4 else None
+    problem = level_table_problem(shapes, starts, num_values)
+    if problem:
+        return problem
+    sizes = [tuple(row) for row in shapes.tolist()]
+    attribute = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "spatial_shapes"), None)
+    if attribute is not None and list(attribute) != shapes.reshape(-1).tolist():
+        return (f"its spatial_shapes attribute {list(attribute)} (what TensorRT reads) differs from its "
+                f"spatial_shapes input {shapes.reshape(-1).tolist()} (what ONNX Runtime reads)")
+    return geometry_problem(sizes, input_size)
+
+
+def validate_plugin_graph(model: onnx.ModelProto) -> None:
+    """Refuse a graph with an MSDA plugin node whose level table is unsafe or inconsistent (PluginGraphError)."""
+    constants, dims = constant_values(model), _static_dims(model)
+    input_size = _image_size(dims)
+    for node in model.graph.node:
+        if node.op_type in MSDA_OP_TYPES:
+            problem = _node_problem(node, constants, dims, input_size)
+            if problem:
+                raise PluginGraphError(f"plugin node {node.name or node.op_type}: {problem}; {_FIX}")
