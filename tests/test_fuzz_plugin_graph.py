@@ -20,7 +20,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from detrt.export import DETRT_PLUGIN
 from detrt.export.plugin_graph import PluginGraphError, level_table_problem, validate_plugin_graph
-from detrt.plugins import msda
+from detrt.plugins import kernels
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -90,7 +90,7 @@ def test_library_returns_or_refuses_never_crashes(table: tuple[np.ndarray, np.nd
     weights = torch.rand(1, queries, heads, levels, points, generator=generator)
     accepted = level_table_problem(shapes, starts, num_values) is None and len(shapes) == levels
     try:
-        output = msda.forward(value, torch.from_numpy(shapes), torch.from_numpy(starts), locations, weights)
+        output = kernels.forward(value, torch.from_numpy(shapes), torch.from_numpy(starts), locations, weights)
     except ValueError:
         assert not accepted, "the library refused a table the graph checks accept"
         return
