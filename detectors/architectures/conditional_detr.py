@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..models.backbone import build_backbone
 from ..models.conditional_detr import ConditionalDETR, ConditionalTransformer
-from ..checkpoints.hf import put, put_decoder_norms, put_detr_common, put_ffn
+from ..checkpoints.hf import detr_decoder_state, put
 from ..postprocess import postprocess_sigmoid_topk
 from ..checkpoints.infer_config import query_and_width, rows
 from . import Architecture, StateDict, register
@@ -55,20 +55,18 @@ _PROJECTIONS = {  # HF (attention module, projection) -> reference decoder layer
 }
 
 
+def _put_attentions(state: StateDict, prefix: str, layer: nn.Module) -> None:
+    for (attention, projection), target in _PROJECTIONS.items():
+        module = getattr(getattr(layer, attention), projection)
+        if module is not None:
+            put(state, f"{prefix}.{target}", module)
+
+
 def hf_state(hf_model: nn.Module, config: Any) -> StateDict:
-    state: StateDict = {}
-    put_detr_common(state, hf_model)
+    state = detr_decoder_state(hf_model, _put_attentions)
     decoder = hf_model.model.decoder
     put(state, "transformer.decoder.query_scale", decoder.query_scale)
     put(state, "transformer.decoder.ref_point_head", decoder.ref_point_head)
-    for i, layer in enumerate(decoder.layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        for (attention, projection), target in _PROJECTIONS.items():
-            module = getattr(getattr(layer, attention), projection)
-            if module is not None:
-                put(state, f"{prefix}.{target}", module)
-        put_decoder_norms(state, prefix, layer)
-        put_ffn(state, prefix, layer)
     return state
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..models.backbone import build_backbone
 from ..models.detr import DETR
 from ..models.detr_transformer import Transformer
-from ..checkpoints.hf import put_attention, put_decoder_norms, put_detr_common, put_ffn, require_hf
+from ..checkpoints.hf import detr_decoder_state, put_attention, require_hf
 from ..postprocess import postprocess_softmax
 from ..checkpoints.infer_config import query_and_width, rows
 from . import Architecture, StateDict, register
@@ -47,16 +47,13 @@ def hf_config(c: Any) -> dict[str, Any]:
     return {}
 
 
+def _put_attentions(state: StateDict, prefix: str, layer: nn.Module) -> None:
+    put_attention(state, f"{prefix}.self_attn", layer.self_attn)
+    put_attention(state, f"{prefix}.multihead_attn", layer.encoder_attn)
+
+
 def hf_state(hf_model: nn.Module, config: Any) -> StateDict:
-    state: StateDict = {}
-    put_detr_common(state, hf_model)
-    for i, layer in enumerate(hf_model.model.decoder.layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        put_attention(state, f"{prefix}.self_attn", layer.self_attn)
-        put_attention(state, f"{prefix}.multihead_attn", layer.encoder_attn)
-        put_decoder_norms(state, prefix, layer)
-        put_ffn(state, prefix, layer)
-    return state
+    return detr_decoder_state(hf_model, _put_attentions)
 
 
 ARCHITECTURE = register(Architecture(

@@ -13,6 +13,7 @@ layer-copying helpers); each family's own config fields and modules are in its r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -262,3 +263,16 @@ def put_detr_common(state: StateDict, hf_model: nn.Module) -> None:
     put(state, "transformer.decoder.norm", base.decoder.layernorm)
     put(state, "class_embed", hf_model.class_labels_classifier)
     put(state, "bbox_embed", hf_model.bbox_predictor)
+
+
+def detr_decoder_state(hf_model: nn.Module, put_attentions: Callable[[StateDict, str, nn.Module], None]) -> StateDict:
+    """DETR and Conditional DETR: the shared parts, then per decoder layer its attentions (`put_attentions`,
+    the one thing the two families lay out differently), norms and FFN."""
+    state: StateDict = {}
+    put_detr_common(state, hf_model)
+    for i, layer in enumerate(hf_model.model.decoder.layers):
+        prefix = f"transformer.decoder.layers.{i}"
+        put_attentions(state, prefix, layer)
+        put_decoder_norms(state, prefix, layer)
+        put_ffn(state, prefix, layer)
+    return state
