@@ -129,7 +129,9 @@ def test_tensorrt_repository_puts_the_engine_as_a_plan(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"runs batches of 1\.\.8, but the repository batches 1\.\.16: rebuild"):
         write_repository(engine, tmp_path / "other", RepositoryOptions(backend="tensorrt", max_batch=16))
     sidecar = json.loads(sidecar_path(engine).read_text())
-    write_sidecar(engine, {**sidecar, "tensorrt_flavour": "tensorrt-rtx"})
+    rtx = {"tensorrt_flavour": "tensorrt-rtx", "tensorrt_version": "1.7.1.116", "gpu": None, "compute_capability": None,
+           "compute_capabilities": ["8.6", "8.9"]}  # what `detrt build --flavour rtx` records
+    write_sidecar(engine, {**sidecar, **rtx})
     with pytest.raises(ValueError, match="TensorRT-RTX engine, which Triton's TensorRT backend .* cannot load"):
         write_repository(engine, tmp_path / "other", RepositoryOptions(backend="tensorrt"))
 
