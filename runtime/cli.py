@@ -27,9 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED = 128 + signal.SIGTERM
+_terminated = False  # set by SIGTERM: the exit code is then _TERMINATED, whatever error the stop surfaced as
+
+
 def _exit_on_sigterm() -> None:
-    """SIGTERM raises SystemExit, so `finally` blocks and context managers remove temporary files."""
+    """SIGTERM raises SystemExit, so `finally` blocks and context managers remove temporary files. Where it
+    lands inside a library (ONNX Runtime reports "initialization failed"), the flag keeps the exit code."""
     def stop(signum: int, _: object) -> None:
+        global _terminated
+        _terminated = True
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -47,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = handler(args)
     except (OSError, ValueError, ImportError, DetrtError) as error:
+        if _terminated:
+            return _TERMINATED
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"detrt {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"detrt {args.command}: stopped by the user", file=sys.stderr)
         return 130
+    if _terminated:
+        return _TERMINATED
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
     else:

@@ -497,7 +497,7 @@ def test_sigterm_during_calibrate_leaves_no_temporary_folder(tmp_path: Path) -> 
                                text=True, env={**os.environ, "TMPDIR": str(system_tmp)})
     _wait_for(lambda: any(system_tmp.glob("detrt-calib-*")), process)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
     assert _no_leftovers(tmp_path) == [] and not any(system_tmp.glob("detrt-*"))
     assert not (tmp_path / "int8.onnx").exists()
