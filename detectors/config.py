@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InputError
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 # Sizes that must be positive whole numbers; the bound keeps a crafted checkpoint from asking for a
@@ -55,7 +57,7 @@ class DetectorConfig:
         wrong = {name: value for name, value in counts.items()
                  if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_COUNT}
         if wrong:
-            raise ValueError(f"invalid detector configuration: {wrong} must be whole numbers in 1..{_MAX_COUNT}")
+            raise InputError(f"invalid detector configuration: {wrong} must be whole numbers in 1..{_MAX_COUNT}")
         problems = []
         if self.arch not in architectures.names():
             problems.append(f"arch {self.arch!r} is not one of {architectures.names()}")
@@ -77,7 +79,7 @@ class DetectorConfig:
             if changed:
                 problems.append(f"{', '.join(changed)} exist only for {other.name}, not {self.arch}")
         if problems:
-            raise ValueError("invalid detector configuration: " + "; ".join(problems))
+            raise InputError("invalid detector configuration: " + "; ".join(problems))
 
     @classmethod
     def for_arch(cls, arch: str, **overrides: Any) -> "DetectorConfig":

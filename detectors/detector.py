@@ -5,9 +5,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import architectures
 from .config import DetectorConfig
 from .detections import Detections
-from . import architectures
+from .errors import InputError
 from .preprocess import Batch, PreprocessSpec, preprocess, resized_shape
 
 
@@ -17,7 +18,7 @@ def as_image_tensor(image: object) -> Tensor:
         return image
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
+            raise InputError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
         # torch cannot wrap read-only arrays (np.asarray of a PIL image): copy those only
         return torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else image.copy()).permute(2, 0, 1)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL here

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch.onnx import symbolic_helper
 
+from detrt.detectors.errors import InputError
+
 from .plugin_mode import active_mode
 
 MSDA_MODES = ("plugin", "nvidia", "portable")
@@ -96,9 +98,9 @@ def check_msda_supported(mode: str, levels: int, points: int) -> None:
     if mode != "plugin":
         return
     if levels > MAX_LEVELS:
-        raise ValueError(f"the detrt MSDA plugin supports at most {MAX_LEVELS} feature levels, the model has "
+        raise InputError(f"the detrt MSDA plugin supports at most {MAX_LEVELS} feature levels, the model has "
                          f"{levels}; export with --msda portable")
     if levels * points > MAX_SAMPLES_PER_HEAD:
-        raise ValueError(f"the detrt MSDA plugin supports at most {MAX_SAMPLES_PER_HEAD} samples per head "
+        raise InputError(f"the detrt MSDA plugin supports at most {MAX_SAMPLES_PER_HEAD} samples per head "
                          f"(levels x points), the model has {levels} x {points} = {levels * points}; "
                          "export with --msda portable")

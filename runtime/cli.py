@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from detrt.detectors.errors import DetrtError
+from detrt.plugins import LibraryNotFoundError
 
 from . import detector_commands, precision_commands, runtime_commands
 from .triton import commands as triton_commands
@@ -43,7 +44,9 @@ def _exit_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (errors print one line, exit 2; Ctrl-C exits 130)."""
+    """Run the command line; returns the exit code. A `DetrtError` (or a file the system refuses, or a missing
+    native library) prints one line and exits 2; Ctrl-C exits 130, SIGTERM 143; any other exception is a bug
+    and keeps its traceback."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # argparse: --help (0) or a bad argument, already printed (2)
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         _exit_on_sigterm()
     try:
         result = handler(args)
-    except (OSError, ValueError, ImportError, DetrtError) as error:
+    except (DetrtError, OSError, LibraryNotFoundError) as error:  # the user's to fix; anything else is a bug
         if _terminated:
             return _TERMINATED
         message = " ".join(str(error).split()) or type(error).__name__

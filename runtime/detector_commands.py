@@ -7,7 +7,9 @@ import importlib.metadata
 import platform
 import sys
 
-from detrt.detectors.architectures import all_architectures, names as architecture_names
+from detrt.detectors.architectures import all_architectures
+from detrt.detectors.architectures import names as architecture_names
+from detrt.detectors.errors import InputError
 from detrt.export import MSDA_MODES
 from detrt.export.exporter import DEFAULT_OPSET
 
@@ -47,7 +49,8 @@ def train(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from detrt.detectors import zoo
-    from detrt.detectors.training.train import TrainSettings, train as run_training
+    from detrt.detectors.training.train import TrainSettings
+    from detrt.detectors.training.train import train as run_training
 
     entry = zoo.entry(args.zoo)
     settings = TrainSettings()
@@ -68,7 +71,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     from .model import CHECKPOINT_SUFFIXES, open_model
 
     if Path(args.model).suffix.lower() in CHECKPOINT_SUFFIXES or not Path(args.model).suffix:
-        from detrt.detectors.zoo import open_model as open_detector  # the Detector itself: its own pre-processing
+        from detrt.detectors.zoo import (
+            open_model as open_detector,  # the Detector itself: its own pre-processing
+        )
 
         predict, backend, device = open_detector(args.model), "pytorch", "cpu"
     else:
@@ -87,7 +92,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
+        raise InputError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
     return check_input_size((height, width), "--size")
 
 
@@ -95,7 +100,7 @@ def _parse_batch(text: str) -> int | None:
     if text == "dynamic":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"--batch must be a positive number or 'dynamic', got {text!r}")
+        raise InputError(f"--batch must be a positive number or 'dynamic', got {text!r}")
     return int(text)
 
 

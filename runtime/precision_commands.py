@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from detrt.detectors.errors import InputError
+
 from .errors import DetrtRuntimeError
 
 
@@ -64,7 +66,7 @@ def compare(args: argparse.Namespace) -> dict:
     from .accuracy.report import write_report
 
     if args.images is None and args.coco is None:
-        raise ValueError("give the images to compare on: --images DIR (and/or --coco JSON)")
+        raise InputError("give the images to compare on: --images DIR (and/or --coco JSON)")
     comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch,
                              strict=args.strict)
     for skip in comparison.skipped:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from ..config import DetectorConfig
 
@@ -52,7 +54,7 @@ _REGISTRY: dict[str, Architecture] = {}
 def register(architecture: Architecture) -> Architecture:
     """Add `architecture` to the registry (each family module calls this once)."""
     if architecture.name in _REGISTRY:
-        raise ValueError(f"architecture {architecture.name!r} is registered twice")
+        raise InputError(f"architecture {architecture.name!r} is registered twice")
     _REGISTRY[architecture.name] = architecture
     return architecture
 
@@ -78,7 +80,7 @@ def get(name: str) -> Architecture:
     """The architecture called `name`, or an error listing the known ones."""
     found = _discover().get(name)
     if found is None:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {names()}")
+        raise InputError(f"unknown architecture {name!r}; choose one of {names()}")
     return found
 
 
@@ -86,7 +88,7 @@ def detect(state_dict: StateDict) -> str | None:
     """The architecture whose checkpoints have these keys, or None when none claims them."""
     owners = [architecture.name for architecture in _discover().values() if architecture.owns(state_dict)]
     if len(owners) > 1:
-        raise ValueError(f"the checkpoint's keys fit several architectures {owners}; pass arch= one of them")
+        raise InputError(f"the checkpoint's keys fit several architectures {owners}; pass arch= one of them")
     return owners[0] if owners else None
 
 

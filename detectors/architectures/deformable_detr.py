@@ -6,11 +6,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..checkpoints.hf import put, put_attention, put_ffn
+from ..checkpoints.infer_config import rows
+from ..errors import InputError
 from ..models.backbone import build_backbone
 from ..models.deformable_detr import DeformableDETR
 from ..models.deformable_transformer import DeformableTransformer
-from ..checkpoints.hf import put, put_attention, put_ffn
-from ..checkpoints.infer_config import rows
 from ..postprocess import postprocess_sigmoid_topk
 from . import Architecture, StateDict, register
 
@@ -49,7 +50,7 @@ def config_from_weights(state_dict: StateDict, nheads: int) -> dict[str, Any]:
         weights = rows(state_dict, key)
         if weights is not None and levels:
             if weights % (nheads * levels):
-                raise ValueError(f"{key} has {weights} rows, not a multiple of nheads ({nheads}) x levels ({levels}): "
+                raise InputError(f"{key} has {weights} rows, not a multiple of nheads ({nheads}) x levels ({levels}): "
                                  "pass the right nheads=")
             found[field] = weights // (nheads * levels)
     return found

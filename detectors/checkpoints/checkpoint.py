@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import DetrtError
+from ..errors import DetrtError, MissingFileError
 from ..limits import MAX_TENSOR_ELEMENTS
 
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # how torch.save's zip format and legacy pickles begin
@@ -33,7 +33,7 @@ def load_file(path: str | Path) -> object:
     """The content of a checkpoint file, read with `weights_only=True` (argparse.Namespace allowed)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from .. import architectures
 from ..config import DetectorConfig
 from ..detector import Detector
-from ..errors import DetrtError
-from .loader import detector_from_state_dict
+from ..errors import DetrtError, MissingFileError
 from ..preprocess import PreprocessSpec
+from .loader import detector_from_state_dict
 
 _RESNET_OF_LAYOUT = {  # (HF ResNet layer_type, depths) -> torchvision ResNet
     ("basic", (2, 2, 2, 2)): "resnet18",
@@ -59,7 +59,7 @@ def load_hf_model(model_or_dir: nn.Module | str | os.PathLike) -> nn.Module:
         return model_or_dir
     path = Path(model_or_dir)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a directory saved by save_pretrained (no config.json)")
+        raise MissingFileError(f"{path} is not a directory saved by save_pretrained (no config.json)")
     from transformers import AutoConfig, AutoModelForObjectDetection
 
     hf_config = AutoConfig.from_pretrained(path, local_files_only=True)

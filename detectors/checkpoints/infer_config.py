@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .. import architectures
 from ..config import DetectorConfig
+from ..errors import InputError
 
 _ARGS_FIELDS = ("nheads", "dilation", "num_queries", "dropout", "num_select", "hidden_dim", "enc_n_points",
                 "dec_n_points")
@@ -77,7 +78,7 @@ def infer_config(state_dict: dict[str, Tensor], arch: str, args: argparse.Namesp
     from_args = _from_args(args)
     nheads = overrides.get("nheads", from_args.get("nheads", 8))
     if not isinstance(nheads, int) or isinstance(nheads, bool) or nheads < 1:
-        raise ValueError(f"nheads must be a positive whole number, got {nheads!r} (from the checkpoint's saved "
+        raise InputError(f"nheads must be a positive whole number, got {nheads!r} (from the checkpoint's saved "
                          "args or an override); pass the right nheads=")
     values = {**from_args, **_from_weights(state_dict, arch, nheads), **overrides}
     return DetectorConfig.for_arch(arch, **values)

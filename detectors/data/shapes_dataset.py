@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ..atomic import write_json_atomic
+from ..errors import InputError
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 IMAGE_SIZES = ((192, 256), (256, 256), (256, 192), (224, 320), (320, 224), (240, 240))  # (height, width)
@@ -127,7 +128,7 @@ def _contains(outer: tuple[float, ...], inner: tuple[float, ...]) -> bool:
 def write_dataset(out: str | Path, num: int, seed: int, progress: bool = True) -> Path:
     """Write `num` images to OUT/images and their COCO annotations to OUT/annotations.json."""
     if num < 1:
-        raise ValueError(f"--num must be at least 1, got {num}")
+        raise InputError(f"--num must be at least 1, got {num}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []

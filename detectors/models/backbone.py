@@ -11,6 +11,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
 
+from ..errors import InputError
 from .position_encoding import build_position_encoding
 
 _EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4, "resnet101": 4}  # stage channels / planes
@@ -68,7 +69,7 @@ class ResNetBody(nn.Module):
                  return_stages: tuple[int, ...]) -> None:
         super().__init__()
         if dilation and name in ("resnet18", "resnet34"):
-            raise ValueError(f"DC5 (dilation) needs bottleneck blocks; {name} has basic blocks: use resnet50 or resnet101")
+            raise InputError(f"DC5 (dilation) needs bottleneck blocks; {name} has basic blocks: use resnet50 or resnet101")
         resnet = _resnet(name, width, dilation)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4

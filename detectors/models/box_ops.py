@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
 
 def box_area(boxes: Tensor) -> Tensor:
     """(K, 4) xyxy -> (K,) areas."""
@@ -23,7 +25,7 @@ def box_iou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise generalised IoU (A, B) of xyxy boxes (https://giou.stanford.edu)."""
     if not ((a[:, 2:] >= a[:, :2]).all() and (b[:, 2:] >= b[:, :2]).all()):
-        raise ValueError("boxes must be xyxy with x1 >= x0 and y1 >= y0")
+        raise InputError("boxes must be xyxy with x1 >= x0 and y1 >= y0")
     iou, union = box_iou(a, b)
     top_left = torch.min(a[:, None, :2], b[None, :, :2])
     bottom_right = torch.max(a[:, None, 2:], b[None, :, 2:])

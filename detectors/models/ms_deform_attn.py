@@ -6,8 +6,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .msda_op import (IMPLEMENTATIONS, attention_weights_from_logits, ms_deform_attn, ms_deform_attn_fused,
-                   sampling_locations)
+from ..errors import InputError
+from .msda_op import (
+    IMPLEMENTATIONS,
+    attention_weights_from_logits,
+    ms_deform_attn,
+    ms_deform_attn_fused,
+    sampling_locations,
+)
 
 
 class MSDeformAttn(nn.Module):
@@ -21,9 +27,9 @@ class MSDeformAttn(nn.Module):
                  impl: str = "reference") -> None:
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
+            raise InputError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
         if impl not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+            raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
         self.impl = impl
         self.fused = False

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
+
 IMPLEMENTATIONS = ("reference", "detrt")
 
 
@@ -19,31 +21,31 @@ def check_msda_inputs(value: Tensor, spatial_shapes: Tensor, level_start_index: 
                       sampling_locations: Tensor, attention_weights: Tensor) -> None:
     """Raise ValueError naming the problem when the five inputs do not fit the MSDA contract."""
     if value.dim() != 4:
-        raise ValueError(f"value must be (N, S, M, D), got shape {tuple(value.shape)}")
+        raise InputError(f"value must be (N, S, M, D), got shape {tuple(value.shape)}")
     n, s, m, _ = value.shape
     if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
-        raise ValueError(f"spatial_shapes must be (L, 2), got shape {tuple(spatial_shapes.shape)}")
+        raise InputError(f"spatial_shapes must be (L, 2), got shape {tuple(spatial_shapes.shape)}")
     levels = spatial_shapes.shape[0]
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError(f"sampling_locations must be (N, Lq, M, L, P, 2), got shape {tuple(sampling_locations.shape)}")
+        raise InputError(f"sampling_locations must be (N, Lq, M, L, P, 2), got shape {tuple(sampling_locations.shape)}")
     _, lq, _, _, points, _ = sampling_locations.shape
     if tuple(sampling_locations.shape[:4]) != (n, lq, m, levels):
-        raise ValueError(f"sampling_locations {tuple(sampling_locations.shape)} does not match N={n}, M={m}, L={levels}")
+        raise InputError(f"sampling_locations {tuple(sampling_locations.shape)} does not match N={n}, M={m}, L={levels}")
     if tuple(attention_weights.shape) != (n, lq, m, levels, points):
-        raise ValueError(f"attention_weights must be {(n, lq, m, levels, points)}, got {tuple(attention_weights.shape)}")
+        raise InputError(f"attention_weights must be {(n, lq, m, levels, points)}, got {tuple(attention_weights.shape)}")
     if tuple(level_start_index.shape) != (levels,):
-        raise ValueError(f"level_start_index must be ({levels},), got {tuple(level_start_index.shape)}")
+        raise InputError(f"level_start_index must be ({levels},), got {tuple(level_start_index.shape)}")
     shapes = spatial_shapes.tolist()
     if any(h <= 0 or w <= 0 for h, w in shapes):
-        raise ValueError(f"spatial_shapes must be positive, got {shapes}")
+        raise InputError(f"spatial_shapes must be positive, got {shapes}")
     sizes = [h * w for h, w in shapes]
     if sum(sizes) != s:
-        raise ValueError(f"spatial_shapes {shapes} cover {sum(sizes)} positions but value has S={s}")
+        raise InputError(f"spatial_shapes {shapes} cover {sum(sizes)} positions but value has S={s}")
     starts = [sum(sizes[:i]) for i in range(levels)]
     if level_start_index.tolist() != starts:
-        raise ValueError(f"level_start_index {level_start_index.tolist()} is not the prefix sum {starts} of spatial_shapes")
+        raise InputError(f"level_start_index {level_start_index.tolist()} is not the prefix sum {starts} of spatial_shapes")
     if value.dtype != sampling_locations.dtype or value.dtype != attention_weights.dtype:
-        raise ValueError(f"value, sampling_locations and attention_weights must share a dtype, got "
+        raise InputError(f"value, sampling_locations and attention_weights must share a dtype, got "
                          f"{value.dtype}, {sampling_locations.dtype}, {attention_weights.dtype}")
 
 
@@ -74,7 +76,7 @@ def sampling_locations(reference_points: Tensor, offsets: Tensor, spatial_shapes
     if reference_points.shape[-1] == 4:
         return (reference_points[:, :, None, :, None, :2]
                 + offsets / offsets.shape[4] * reference_points[:, :, None, :, None, 2:] * 0.5)
-    raise ValueError(f"reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}")
+    raise InputError(f"reference_points must end in 2 or 4 values, got shape {tuple(reference_points.shape)}")
 
 
 def attention_weights_from_logits(logits: Tensor, levels: int, points: int) -> Tensor:
@@ -88,10 +90,12 @@ def _forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, s
     if impl == "reference":
         return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
     if impl == "detrt":
-        from detrt.plugins import kernels as library  # imported on use: the library is optional
+        from detrt.plugins import (
+            kernels as library,  # imported on use: the library is optional
+        )
 
         return library.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+    raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
 
 
 @torch.library.custom_op("detrt::ms_deform_attn", mutates_args=())
@@ -139,11 +143,13 @@ def _ms_deform_attn_fused_op(value: Tensor, spatial_shapes: Tensor, level_start_
     if impl == "reference":
         return _fused_reference(value, spatial_shapes, reference_points, sampling_offsets, attention_logits)
     if impl == "detrt":
-        from detrt.plugins import kernels as library  # imported on use: the library is optional
+        from detrt.plugins import (
+            kernels as library,  # imported on use: the library is optional
+        )
 
         return library.forward_fused(value, spatial_shapes, level_start_index, reference_points, sampling_offsets,
                                      attention_logits)
-    raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+    raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
 
 
 @_ms_deform_attn_fused_op.register_fake
@@ -160,7 +166,7 @@ def ms_deform_attn_fused(value: Tensor, spatial_shapes: Tensor, level_start_inde
     With impl "detrt" the library computes locations and softmax in the kernel, and export emits one
     fused plugin node."""
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+        raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (value, reference_points, sampling_offsets,
                                                                   attention_logits)):
         raise RuntimeError("the fused MSDA op has no gradient; train with the unfused op (fused=False)")
@@ -176,7 +182,7 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     built the inputs themselves pass False.
     """
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+        raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     if validate:
         check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if impl == "reference" and (torch.jit.is_tracing() or torch.is_grad_enabled() and any(

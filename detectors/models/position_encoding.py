@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 
 def sine_frequencies(num_feats: int, temperature: float, device: torch.device) -> Tensor:
     """temperature ** (2 * (i // 2) / num_feats) for i in range(num_feats)."""
@@ -56,7 +58,7 @@ class PositionEmbeddingLearned(nn.Module):
     def forward(self, mask: Tensor) -> Tensor:
         n, h, w = mask.shape
         if h > 50 or w > 50:
-            raise ValueError(f"learned position embedding covers at most 50x50 positions, got {h}x{w}")
+            raise InputError(f"learned position embedding covers at most 50x50 positions, got {h}x{w}")
         x_emb = self.col_embed(torch.arange(w, device=mask.device))
         y_emb = self.row_embed(torch.arange(h, device=mask.device))
         pos = torch.cat([x_emb.unsqueeze(0).expand(h, w, -1), y_emb.unsqueeze(1).expand(h, w, -1)], dim=-1)
@@ -69,4 +71,4 @@ def build_position_encoding(kind: str, hidden_dim: int, offset: float) -> nn.Mod
         return PositionEmbeddingSine(hidden_dim // 2, offset=offset)
     if kind == "learned":
         return PositionEmbeddingLearned(hidden_dim // 2)
-    raise ValueError(f"unknown position embedding {kind!r}; choose 'sine' or 'learned'")
+    raise InputError(f"unknown position embedding {kind!r}; choose 'sine' or 'learned'")

@@ -19,12 +19,13 @@ from torchvision.ops import FrozenBatchNorm2d
 from tqdm import tqdm
 
 from ..atomic import write_bytes_atomic
-from ..models.build import build_model
 from ..checkpoints.checkpoint import load_file
-from ..data.coco import CocoDataset, DatasetError
 from ..config import DetectorConfig
-from .losses import SetCriterion
+from ..data.coco import CocoDataset, DatasetError
+from ..errors import InputError
+from ..models.build import build_model
 from ..preprocess import PreprocessSpec, normalize, resize
+from .losses import SetCriterion
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainingImages(torch.utils.data.Dataset):
 
     def __init__(self, dataset: CocoDataset, preprocess: PreprocessSpec, flip: bool) -> None:
         if preprocess.fixed_size is None:
-            raise ValueError("training here needs a fixed input size (PreprocessSpec.fixed_size)")
+            raise InputError("training here needs a fixed input size (PreprocessSpec.fixed_size)")
         self.dataset, self.preprocess, self.flip = dataset, preprocess, flip
 
     def __len__(self) -> int:

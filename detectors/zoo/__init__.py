@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import DetectorConfig
-from ..preprocess import PreprocessSpec
 from ..data.shapes_dataset import CLASSES
+from ..errors import InputError, MissingFileError
+from ..preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     from ..detector import Detector
@@ -47,7 +48,7 @@ ENTRIES = {entry.name: entry for entry in (SHAPES_DEFORMABLE_DETR,)}
 def entry(name: str) -> ZooEntry:
     """The zoo entry `name`, or a clear error listing the names there are."""
     if name not in ENTRIES:
-        raise ValueError(f"unknown zoo model {name!r}; available: {sorted(ENTRIES)}")
+        raise InputError(f"unknown zoo model {name!r}; available: {sorted(ENTRIES)}")
     return ENTRIES[name]
 
 
@@ -57,7 +58,7 @@ def load_zoo(name: str) -> "Detector":
 
     found = entry(name)
     if not found.weights.is_file():
-        raise FileNotFoundError(f"the weights of {name} are not in this installation ({found.weights}); "
+        raise MissingFileError(f"the weights of {name} are not in this installation ({found.weights}); "
                                 f"reproduce them with: {found.reproduce}")
     return load(found.weights, arch=found.config.arch, class_names=list(found.class_names),
                 preprocess=found.preprocess, **_overrides(found.config))

@@ -22,15 +22,16 @@ from tqdm import tqdm
 from detrt.calibrate.calibration_images import list_images, readable_images
 from detrt.detectors import Detections, Detector
 from detrt.detectors.data.coco import CocoDataset
-from detrt.detectors.evaluate import coco_metrics, coco_results
 from detrt.detectors.data.images import image_size, read_image
+from detrt.detectors.errors import InputError
+from detrt.detectors.evaluate import coco_metrics, coco_results
 
 from ..backends.base import INPUT_NAME
-from .runner import ModelRunner
-from .policy import MIN_AP_IMAGES, Policy, policy_for
-from .agreement import ImageAgreement, image_agreement, summarize
 from ..errors import DetrtRuntimeError
 from ..model import Model, Prepared, open_model
+from .agreement import ImageAgreement, image_agreement, summarize
+from .policy import MIN_AP_IMAGES, Policy, policy_for
+from .runner import ModelRunner
 
 OUTPUTS = ("scores", "labels", "boxes")
 
@@ -168,7 +169,7 @@ def compare(reference: str | Path | Detector, candidates: list[str | Path], imag
     """Run the reference and every candidate on the images and measure each candidate against it. Images
     that cannot be read are skipped and counted, except with `strict` or `coco` (AP needs every image)."""
     if not candidates:
-        raise ValueError("give at least one --candidate model")
+        raise InputError("give at least one --candidate model")
     paths, skipped = readable_images(list_images(images_dir, coco, num), strict=strict or coco is not None)
     reference_model = open_model(reference)
     names = [Path(str(c)).name for c in candidates]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from polygraphy.comparator import SimpleCompareFunc
 
+from detrt.detectors.errors import InputError
+
 MIN_AP_IMAGES = 100
 
 
@@ -87,5 +89,5 @@ POLICIES = {
 def policy_for(precision: str) -> Policy:
     """The policy of a model's precision; a clear error for an unknown one."""
     if precision not in POLICIES:
-        raise ValueError(f"no comparison policy for precision {precision!r}; known: {sorted(POLICIES)}")
+        raise InputError(f"no comparison policy for precision {precision!r}; known: {sorted(POLICIES)}")
     return POLICIES[precision]

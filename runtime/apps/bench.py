@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
+from detrt.detectors.errors import InputError
+
 from ..model import Model
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -63,10 +65,10 @@ def benchmark(model: Model, batch: int = 1, iters: int = 100, warmup: int = 10,
               progress: Callable[[str], None] = lambda message: None) -> dict:
     """Time `iters` runs of `model` on a batch of `batch` images after `warmup` untimed ones."""
     if batch < 1 or iters < 1 or warmup < 0:
-        raise ValueError(f"--batch and --iters must be >= 1 and --warmup >= 0, got {batch}, {iters} and {warmup}")
+        raise InputError(f"--batch and --iters must be >= 1 and --warmup >= 0, got {batch}, {iters} and {warmup}")
     limits = model.backend.batch
     if batch < limits.min or (limits.max is not None and batch > limits.max):
-        raise ValueError(f"this model runs batches of {limits.min}..{limits.max} images, not {batch}: export with "
+        raise InputError(f"this model runs batches of {limits.min}..{limits.max} images, not {batch}: export with "
                          "--batch dynamic (or build the engine with --batch min:opt:max) to change it")
     images = bench_images(batch)
     progress(f"warm-up: {warmup} runs at batch {batch}")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..accuracy.agreement import compare_detections
 from detrt.detectors.atomic import write_json_atomic
+from detrt.detectors.errors import InputError
+
+from ..accuracy.agreement import compare_detections
 from ..errors import DetrtRuntimeError
 from ..model import Model, open_model
 
@@ -25,7 +27,11 @@ DEMO_SEED = 2026  # not a training or evaluation seed
 def tensorrt_plan(progress: Callable[[str], None]) -> str | None:
     """The MSDA mode to build a TensorRT engine with here, or None where TensorRT cannot run."""
     from ..backends.tensorrt.cuda_device import open_device
-    from ..backends.tensorrt.flavour import RTX, RTX_COMPUTE_CAPABILITIES, import_tensorrt
+    from ..backends.tensorrt.flavour import (
+        RTX,
+        RTX_COMPUTE_CAPABILITIES,
+        import_tensorrt,
+    )
     from ..backends.tensorrt.plugins import find_plugin_library
 
     try:
@@ -72,7 +78,7 @@ def run_demo(out: str | Path = "detrt-demo", count: int = 8, conf: float = 0.5,
     from .drawing import draw_detections, save_image
 
     if count < 1:
-        raise ValueError(f"--images must be at least 1, got {count}")
+        raise InputError(f"--images must be at least 1, got {count}")
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,11 @@ from pathlib import Path
 import cv2
 
 from detrt.detectors import Detections
+from detrt.detectors.errors import InputError
 
-from . import drawing
 from ..errors import SourceError
 from ..model import Model
+from . import drawing
 from .sources import Frame, FrameSource
 
 VIDEO_FOURCC = "mp4v"
@@ -81,7 +82,7 @@ def run_source(model: Model, source: FrameSource, conf: float = 0.5, batch: int 
                show: bool = False, progress: Callable[[str], None] = print, log_every_s: float = 1.0) -> dict:
     """Detect in every frame of `source`; returns a summary (frames, skipped, FPS, detections, outputs)."""
     if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+        raise InputError(f"--batch must be at least 1, got {batch}")
     if show:
         drawing.check_display()
     outputs = _Outputs(Path(save_dir) if save_dir is not None else None, source)

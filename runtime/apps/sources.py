@@ -15,6 +15,7 @@ import numpy as np
 
 from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
 from detrt.detectors.data.images import ImageReadError, read_image
+from detrt.detectors.errors import MissingFileError
 from detrt.detectors.limits import LimitError
 
 from ..errors import SourceError
@@ -195,5 +196,5 @@ def open_source(spec: str | Path) -> FrameSource:
         return _image_source(path) if path.suffix.lower() in IMAGE_SUFFIXES else _video_source(path)
     if str(spec).isdigit():
         return _camera_source(int(spec))
-    raise FileNotFoundError(f"source {spec} does not exist; give an image, a directory of images, a video file "
+    raise MissingFileError(f"source {spec} does not exist; give an image, a directory of images, a video file "
                             "or a camera index")

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from detrt.detectors.errors import InputError
 from detrt.export import INPUT_NAME, OUTPUT_NAMES, ModelMetadata  # noqa: F401 (re-exported for the backends)
 
 
@@ -46,4 +47,4 @@ def gpu_index(device: str) -> int:
         return 0
     if device.startswith("cuda:") and device[5:].isdigit():
         return int(device[5:])
-    raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")

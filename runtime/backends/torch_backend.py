@@ -5,12 +5,13 @@ import numpy as np
 import torch
 
 from detrt.detectors import Detector
+from detrt.detectors.errors import InputError
 from detrt.export import ModelMetadata
-from detrt.export.metadata import describe_detector
 from detrt.export.export_module import OUTPUT_NAMES, ExportModule
+from detrt.export.metadata import describe_detector
 
-from .base import BatchRange
 from ..errors import BackendUnavailableError
+from .base import BatchRange
 
 
 def detector_metadata(detector: Detector, size: tuple[int, int]) -> ModelMetadata:
@@ -30,7 +31,7 @@ class TorchBackend:
             raise BackendUnavailableError("PyTorch sees no CUDA device here; use --device cpu")
         size = size or detector.preprocess.fixed_size
         if size is None:
-            raise ValueError("this detector resizes by its shortest edge, so it has no single input size; "
+            raise InputError("this detector resizes by its shortest edge, so it has no single input size; "
                              "pass size=(H, W)")
         self.device = device
         self.metadata = detector_metadata(detector, (int(size[0]), int(size[1])))

@@ -20,6 +20,7 @@ import torch
 
 from detrt.detectors import Detections
 from detrt.detectors.detector import as_image_tensor
+from detrt.detectors.errors import InputError
 
 from ..errors import BackendUnavailableError, DetrtRuntimeError
 
@@ -37,7 +38,7 @@ def parse_url(url: str) -> tuple[str, str]:
         if url.startswith(f"{scheme}://"):
             return scheme, url[len(scheme) + 3:].rstrip("/")
     if "://" in url:
-        raise ValueError(f"Triton URL {url!r}: use http://HOST:PORT (default port 8000) or grpc://HOST:PORT (8001)")
+        raise InputError(f"Triton URL {url!r}: use http://HOST:PORT (default port 8000) or grpc://HOST:PORT (8001)")
     return "http", url.rstrip("/")
 
 
@@ -46,7 +47,7 @@ def encode_png(image: object) -> bytes:
     pixels = as_image_tensor(image).permute(1, 2, 0).to(torch.uint8).numpy()
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ValueError("OpenCV could not encode the image as PNG")
+        raise InputError("OpenCV could not encode the image as PNG")
     return data.tobytes()
 
 
@@ -122,7 +123,7 @@ class TritonDetector:
     def detect_encoded(self, encoded: Sequence[bytes], conf: float = 0.0) -> list[Detections]:
         """Detect in JPEG/PNG file bytes (one request, one batch row per image)."""
         if not encoded:
-            raise ValueError("no images to detect in")
+            raise InputError("no images to detect in")
         result = self._call(self._infer, list(encoded))
         boxes, scores, labels = (result.as_numpy(name) for name in RESULT_NAMES)
         found = [Detections(torch.from_numpy(boxes[i].copy()), torch.from_numpy(scores[i].copy()),

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from detrt.detectors.errors import InputError
+
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                   onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32",
                   onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.BOOL: "TYPE_BOOL"}
@@ -44,7 +46,7 @@ def graph_tensors(proto: onnx.ModelProto) -> tuple[list[TensorSpec], list[Tensor
                 continue
             tensor = value.type.tensor_type
             if tensor.elem_type not in ONNX_TO_TRITON:
-                raise ValueError(f"graph tensor {value.name} has ONNX type {tensor.elem_type}, which Triton configs "
+                raise InputError(f"graph tensor {value.name} has ONNX type {tensor.elem_type}, which Triton configs "
                                  "written by detrt do not cover")
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
             dynamic = dynamic and bool(dims) and dims[0] == -1

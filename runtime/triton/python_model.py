@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from detrt.detectors import Detections
+from detrt.detectors.errors import InputError
 from detrt.export import ModelMetadata
 
 from ..backends.base import INPUT_NAME, OUTPUT_NAMES, BatchRange
@@ -78,7 +79,7 @@ class TritonPythonModel:
         elif self.mode in ("preprocess", "postprocess"):
             self.model = Model(MetadataOnly(ModelMetadata.from_props(settings["metadata"])))
         else:
-            raise ValueError(f"{folder / SETTINGS_FILE}: unknown mode {self.mode!r}")
+            raise InputError(f"{folder / SETTINGS_FILE}: unknown mode {self.mode!r}")
 
     def _images(self, request: object) -> list[np.ndarray]:
         items = self.pb.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy().reshape(-1)

@@ -26,13 +26,14 @@ from pathlib import Path
 import onnx
 
 from detrt.detectors.atomic import write_json_atomic
+from detrt.detectors.errors import InputError, MissingFileError
 from detrt.export import ModelMetadata, read_metadata
 from detrt.export.onnx_passes import plugin_nodes
 
 from ..backends.base import INPUT_NAME, OUTPUT_NAMES
-from ..model import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
-from ..backends.tensorrt.sidecar import flavour, read_sidecar, sidecar_path
 from ..backends.tensorrt.flavour import RTX
+from ..backends.tensorrt.sidecar import flavour, read_sidecar, sidecar_path
+from ..model import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES
 from .config import TensorSpec, class_names_parameter, graph_tensors, model_config
 from .images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from .python_model import IMAGE_INPUT, NAMES_OUTPUT, SETTINGS_FILE, SIZE_TENSOR
@@ -98,7 +99,7 @@ def _describe(source: str) -> _Source:
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES + ENGINE_SUFFIXES + CHECKPOINT_SUFFIXES and not path.is_file():
-        raise FileNotFoundError(f"model {source} does not exist")
+        raise MissingFileError(f"model {source} does not exist")
     if suffix in ONNX_SUFFIXES:
         return _onnx_source(path)
     if suffix in ENGINE_SUFFIXES:
@@ -143,25 +144,25 @@ def _network_graph(source: str, options: RepositoryOptions) -> tuple[onnx.ModelP
     suffix = path.suffix.lower()
     if options.backend == "onnxruntime":
         if suffix not in ONNX_SUFFIXES or not path.is_file():
-            raise ValueError(f"--backend onnxruntime serves an ONNX written by `detrt export`, not {source!r}")
+            raise InputError(f"--backend onnxruntime serves an ONNX written by `detrt export`, not {source!r}")
         proto = onnx.load(str(path), load_external_data=False)
         if plugin_nodes(proto):
-            raise ValueError(f"{source} has TensorRT plugin nodes, which Triton's ONNX Runtime backend cannot run: "
+            raise InputError(f"{source} has TensorRT plugin nodes, which Triton's ONNX Runtime backend cannot run: "
                              "export it with --msda portable, or serve it with --backend python")
         return proto, {"model.onnx": path}, "onnxruntime_onnx"
     if suffix not in ENGINE_SUFFIXES or not path.is_file():
-        raise ValueError(f"--backend tensorrt serves an engine built by `detrt build`, not {source!r}")
+        raise InputError(f"--backend tensorrt serves an engine built by `detrt build`, not {source!r}")
     sidecar = read_sidecar(path)
     if flavour(sidecar) == RTX:
-        raise ValueError(f"{path} is a TensorRT-RTX engine, which Triton's TensorRT backend (standard TensorRT) cannot "
+        raise InputError(f"{path} is a TensorRT-RTX engine, which Triton's TensorRT backend (standard TensorRT) cannot "
                          "load: serve it with --backend python --device cuda on an RTX GPU")
     onnx_path = Path(sidecar.get("onnx", {}).get("path", ""))
     if not onnx_path.is_file():
-        raise FileNotFoundError(f"the ONNX {onnx_path} that {path} was built from (named in its sidecar) is needed "
+        raise MissingFileError(f"the ONNX {onnx_path} that {path} was built from (named in its sidecar) is needed "
                                 "for the engine's input and output types; put it back there or rebuild the engine")
     low, _, high = sidecar["input_shapes"][INPUT_NAME]
     if low[0] != 1 or high[0] < options.max_batch:
-        raise ValueError(f"{path} runs batches of {low[0]}..{high[0]}, but the repository batches 1..{options.max_batch}"
+        raise InputError(f"{path} runs batches of {low[0]}..{high[0]}, but the repository batches 1..{options.max_batch}"
                          f": rebuild it with `detrt build {onnx_path} --batch 1:{options.max_batch}:{options.max_batch}`"
                          " or lower --max-batch")
     files = {"model.plan": path}
@@ -184,11 +185,11 @@ def _ensemble_models(source: str, stage: Path, name: str, options: RepositoryOpt
     inputs, outputs, dynamic = graph_tensors(proto)
     network_outputs = [spec for spec in outputs if spec.name in OUTPUT_NAMES]
     if not dynamic:
-        raise ValueError(f"{source} has a fixed batch size; the dynamic batcher needs a dynamic one: export with "
+        raise InputError(f"{source} has a fixed batch size; the dynamic batcher needs a dynamic one: export with "
                          "--batch dynamic (and build engines with --batch 1:B:B)")
     if [spec.name for spec in inputs] != [INPUT_NAME] or inputs[0].data_type != "TYPE_FP32" or \
             len(network_outputs) != len(OUTPUT_NAMES):
-        raise ValueError(f"{source} is not a detrt detector graph (float32 input {INPUT_NAME!r}, outputs "
+        raise InputError(f"{source} is not a detrt detector graph (float32 input {INPUT_NAME!r}, outputs "
                          f"{', '.join(OUTPUT_NAMES)}); export it with `detrt export`")
     count = next(spec.dims[0] for spec in network_outputs if spec.name == "scores")
     stages = {part: f"{name}_{part}" for part in ("preprocess", "network", "postprocess")}
@@ -227,12 +228,12 @@ def default_name(source: str) -> str:
 
 def _check(options: RepositoryOptions, name: str) -> None:
     if options.backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
     if options.max_batch < 1 or options.instances < 1:
-        raise ValueError(f"--max-batch and --instances must be at least 1, got {options.max_batch} and "
+        raise InputError(f"--max-batch and --instances must be at least 1, got {options.max_batch} and "
                          f"{options.instances}")
     if not NAME_PATTERN.match(name):
-        raise ValueError(f"--name {name!r} is not a valid Triton model name: use letters, digits, '_', '-' and '.'")
+        raise InputError(f"--name {name!r} is not a valid Triton model name: use letters, digits, '_', '-' and '.'")
 
 
 @contextmanager

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from detrt.detectors.atomic import write_bytes_atomic
+from detrt.detectors.errors import InputError, MissingFileError
 from detrt.export import ModelMetadata
 
+from ...errors import BackendUnavailableError, EngineMismatchError
 from ..base import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from .cuda_device import open_device
-from detrt.detectors.atomic import write_bytes_atomic
-
-from ...errors import BackendUnavailableError, EngineMismatchError
-from .sidecar import check_sidecar, flavour, read_sidecar
 from .flavour import RTX, import_tensorrt, run_environment
 from .plugins import load_plugins
+from .sidecar import check_sidecar, flavour, read_sidecar
 
 
 class TensorRTBackend:
@@ -34,7 +34,7 @@ class TensorRTBackend:
                  cuda_graph: bool = False) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"engine {path} does not exist; build one with `detrt build MODEL.onnx -o {path}`")
+            raise MissingFileError(f"engine {path} does not exist; build one with `detrt build MODEL.onnx -o {path}`")
         sidecar = read_sidecar(path)
         tensorrt = import_tensorrt(flavour(sidecar))
         trt = tensorrt.module
@@ -84,7 +84,7 @@ class TensorRTBackend:
         images = np.ascontiguousarray(images, dtype=self.dtypes[INPUT_NAME])
         count = len(images)
         if not self.batch.min <= count <= (self.batch.max or count):
-            raise ValueError(f"this engine runs batches of {self.batch.min}..{self.batch.max}, not {count}")
+            raise InputError(f"this engine runs batches of {self.batch.min}..{self.batch.max}, not {count}")
         self.context.set_input_shape(INPUT_NAME, images.shape)
         outputs = {name: np.empty(tuple(self.context.get_tensor_shape(name)), self.dtypes[name]) for name in OUTPUT_NAMES}
         self.cuda.upload(self.buffers[INPUT_NAME], images)

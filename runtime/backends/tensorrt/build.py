@@ -8,23 +8,30 @@ written atomically.
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import hashlib
+import importlib.metadata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from detrt.detectors.atomic import write_bytes_atomic
+from detrt.detectors.errors import InputError, MissingFileError
 from detrt.export import NVIDIA_PLUGIN, read_metadata
 from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
 
-from detrt.detectors.atomic import write_bytes_atomic
+from ...errors import EngineBuildError
 from ..base import INPUT_NAME
 from .cuda_device import open_device
-from ...errors import EngineBuildError
-from .sidecar import write_sidecar
-from .flavour import RTX, RTX_COMPUTE_CAPABILITIES, TensorRT, build_environment, import_tensorrt
+from .flavour import (
+    RTX,
+    RTX_COMPUTE_CAPABILITIES,
+    TensorRT,
+    build_environment,
+    import_tensorrt,
+)
 from .plugins import load_plugins
+from .sidecar import write_sidecar
 
 
 @dataclass(frozen=True)
@@ -40,10 +47,10 @@ class BatchProfile:
         """"N" or "min:opt:max" (1 <= min <= opt <= max)."""
         parts = text.split(":")
         if len(parts) not in (1, 3) or not all(part.isdigit() for part in parts):
-            raise ValueError(f"--batch must be N or min:opt:max (e.g. 1:4:8), got {text!r}")
+            raise InputError(f"--batch must be N or min:opt:max (e.g. 1:4:8), got {text!r}")
         values = [int(part) for part in parts] * (3 if len(parts) == 1 else 1)
         if not 1 <= values[0] <= values[1] <= values[2]:
-            raise ValueError(f"--batch needs 1 <= min <= opt <= max, got {text!r}")
+            raise InputError(f"--batch needs 1 <= min <= opt <= max, got {text!r}")
         return cls(*values)
 
 
@@ -185,7 +192,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     """Build `engine_path` (and its sidecar) from a detrt ONNX; returns the sidecar."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX {onnx_path} does not exist; export one with `detrt export`")
+        raise MissingFileError(f"ONNX {onnx_path} does not exist; export one with `detrt export`")
     metadata = read_metadata(onnx_path)
     tensorrt = import_tensorrt(options.flavour)
     _refuse_unsupported(tensorrt, onnx_path, options)
