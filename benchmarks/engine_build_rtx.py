@@ -24,11 +24,11 @@ from detrt.calibrate.calibration_images import list_images
 from detrt.calibrate.fp16 import convert_fp16
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.detectors import DetectorConfig, build_model, load
-from detrt.detectors.shapes_dataset import write_dataset
+from detrt.detectors.data.shapes_dataset import write_dataset
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.engine_build import BuildOptions, build_engine
-from detrt.runtime.tensorrt_env import RTX, import_tensorrt
+from detrt.runtime.backends.tensorrt.build import BuildOptions, build_engine
+from detrt.runtime.backends.tensorrt.flavour import RTX, import_tensorrt
 
 
 def original_format_checkpoint(path: Path) -> Path:

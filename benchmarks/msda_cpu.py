@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from detrt.detectors.msda import ms_deform_attn_reference
-from detrt.plugins import msda
+from detrt.detectors.models.msda_op import ms_deform_attn_reference
+from detrt.plugins import kernels
 
 LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 HEADS, DIM, POINTS = 8, 32, 4
@@ -104,9 +104,9 @@ def main() -> None:
         value, shapes, starts, locations, weights = make_inputs(queries, encoder, args.uniform)
         reference, ours = median_seconds(
             [lambda: ms_deform_attn_reference(value, shapes, locations, weights),
-             lambda: msda.forward(value, shapes, starts, locations, weights, args.threads)],
+             lambda: kernels.forward(value, shapes, starts, locations, weights, args.threads)],
             args.repeats, args.warmup)
-        difference = (msda.forward(value, shapes, starts, locations, weights, args.threads)
+        difference = (kernels.forward(value, shapes, starts, locations, weights, args.threads)
                       - ms_deform_attn_reference(value, shapes, locations, weights)).abs().max().item()
         print(f"| {name} | {reference * 1e3:.1f} | {ours * 1e3:.2f} | {reference / ours:.1f}x | {difference:.1e} |")
 

@@ -32,9 +32,9 @@ from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model  # noq
 from detrt.detectors.zoo import load_zoo  # noqa: E402
 from detrt.export import ExportOptions, export_onnx  # noqa: E402
 from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
-from detrt.runtime.compare import compare  # noqa: E402
-from detrt.runtime.compare_report import write_report  # noqa: E402
-from detrt.runtime.onnx_accuracy import onnx_ap  # noqa: E402
+from detrt.runtime.accuracy.compare import compare  # noqa: E402
+from detrt.runtime.accuracy.report import write_report  # noqa: E402
+from detrt.runtime.accuracy.onnx_accuracy import onnx_ap  # noqa: E402
 
 ZOO = "shapes-deformable-detr"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "precision.md"
@@ -117,7 +117,7 @@ def keep_study(work: Path, val: Path, count: int = 32) -> str:
 
     from detrt.calibrate import fp16
     from detrt.calibrate.calibration_images import prepare
-    from detrt.detectors.images import read_image
+    from detrt.detectors.data.images import read_image
     from detrt.calibrate.model_files import load_fp32
     from detrt.export.ort_plugins import create_session
 

@@ -33,11 +33,11 @@ import onnxruntime
 import torch
 
 from detrt.detectors import set_msda_impl
-from detrt.detectors.shapes_dataset import render
+from detrt.detectors.data.shapes_dataset import render
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
 from detrt.export.export_module import ExportModule
-from detrt.runtime.bench import environment
+from detrt.runtime.apps.bench import environment
 from detrt.export.ort_plugins import create_session
 
 ZOO = "shapes-deformable-detr"
@@ -46,7 +46,7 @@ ZOO = "shapes-deformable-detr"
 def network_input() -> np.ndarray:
     """A generated image resized to 256x256, as the (1, 3, 256, 256) float32 0..255 network input."""
     from detrt.runtime.model import Model
-    from detrt.runtime.torch_backend import TorchBackend
+    from detrt.runtime.backends.torch_backend import TorchBackend
 
     return Model(TorchBackend(load_zoo(ZOO))).prepare([np.asarray(render(0, 0)[0])]).images
 

@@ -2,7 +2,7 @@
 beside `detrt bench` of the same model in the same run, on the same machine.
 
 The model is exported once (portable graph, dynamic batch, ONNX Runtime on the CPU). The real
-tritonserver (PyPI's nvidia-pytriton build, see `detrt.runtime.triton_server`) serves a repository
+tritonserver (PyPI's nvidia-pytriton build, see `detrt.runtime.triton.server`) serves a repository
 of that graph on 127.0.0.1. `detrt bench` (batch 1, in this process, `runtime.bench.benchmark`)
 times the same graph locally while the server idles, before and after the Triton load, so a
 change of the machine's load between the two shows. The load is a bounded closed loop: `concurrency` threads each send one-image requests (PNG of a generated
@@ -10,7 +10,7 @@ shapes image, as files arrive) back to back, `--requests-per-thread` each after 
 per request, client side (encode excluded: the PNG bytes are made once); throughput is requests
 over wall time. The server's /metrics give the average batch the dynamic batcher formed.
 
-    python3 -m detrt.runtime.triton_server prepare      # once
+    python3 -m detrt.runtime.triton.server prepare      # once
     python3 benchmarks/triton_serving.py [--requests-per-thread 8] [--bench-iters 40] [--json out.json]
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ import cv2
 from detrt import runtime
 from detrt.detectors.zoo import load_zoo
 from detrt.export import ExportOptions, export_onnx
-from detrt.runtime.bench import bench_images, benchmark, environment, latency_stats
-from detrt.runtime.triton_client import TritonDetector
-from detrt.runtime.triton_repository import RepositoryOptions, write_repository
-from detrt.runtime.triton_server import TritonServer
+from detrt.runtime.apps.bench import bench_images, benchmark, environment, latency_stats
+from detrt.runtime.triton.client import TritonDetector
+from detrt.runtime.triton.repository import RepositoryOptions, write_repository
+from detrt.runtime.triton.server import TritonServer
 
 ZOO = "shapes-deformable-detr"
 NAME = "shapes"

@@ -1,5 +1,5 @@
 """Calibration and evaluation images: found in a folder or a COCO JSON, read by the one image reader
-of every command (`detrt.detectors.images.read_image`: EXIF orientation, any pixel format to RGB),
+of every command (`detrt.detectors.data.images.read_image`: EXIF orientation, any pixel format to RGB),
 pre-processed exactly as the runtime pre-processes them (`detrt.runtime.model.Model.prepare`): resize
 to the graph's input size (bilinear, antialiased), then x255 when the graph normalises, else mean/std
 normalisation.
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detrt.detectors.coco import CocoDataset
+from detrt.detectors.data.coco import CocoDataset
 from detrt.detectors.errors import DetrtError
-from detrt.detectors.images import read_image
+from detrt.detectors.data.images import read_image
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

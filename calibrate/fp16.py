@@ -23,25 +23,16 @@ from pathlib import Path
 
 import onnx
 
+from detrt.detectors.architectures import all_architectures
 from detrt.export.onnx_passes import element_types, plugin_nodes
 
 from .calibration_images import ImageBatches
 from .fp16_ranges import DEFAULT_LIMIT, activation_peaks, nodes_beyond
 from .model_files import finish, load_fp32
 
-FP16_SAMPLING_NODES = (
-    "*/sampling_offsets/*",                 # offsets projection (MatMul + bias)
-    "*/encoder/layers.*/self_attn/Div",     # offsets / level (W, H)
-    "*/encoder/layers.*/self_attn/Add",     # + reference points = sampling locations
-    "*/decoder/layers.*/cross_attn/Div",
-    "*/decoder/layers.*/cross_attn/Add",
-    "*/reference_points/*",
-)
-FP16_BOX_NODES = (
-    "*bbox_embed*/layers.2/*",              # the box delta, added to inverse_sigmoid(reference)
-    "/model/transformer/decoder/Add*",      # refinement: delta + inverse_sigmoid(reference)
-    "/model/Add*",
-)
+# Node-name patterns of each family's location and box arithmetic, from the architecture registry.
+FP16_SAMPLING_NODES = tuple(pattern for a in all_architectures() for pattern in a.fp16_sampling_nodes)
+FP16_BOX_NODES = tuple(pattern for a in all_architectures() for pattern in a.fp16_box_nodes)
 FP16_BOX_OPS = ("Sigmoid", "Log", "Clip")  # inverse sigmoid and sigmoid of boxes and scores
 FP16_NORM_OPS = ("LayerNormalization",)
 

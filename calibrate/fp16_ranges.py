@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from detrt.export import INPUT_NAME
 from detrt.export.onnx_passes import infer_shapes
 from detrt.export.ort_plugins import create_session
 
@@ -37,7 +38,7 @@ def activation_peaks(model: onnx.ModelProto, batches: ImageBatches) -> dict[str,
     names = [t.name for t in tensors]
     peaks = dict.fromkeys(names, 0.0)
     for images in tqdm(batches, desc="fp16 range check", unit="batch", total=len(batches)):
-        for name, values in zip(names, session.run(names, {"images": images})):
+        for name, values in zip(names, session.run(names, {INPUT_NAME: images})):
             peaks[name] = max(peaks[name], float(np.abs(values).max(initial=0.0)))
     return peaks
 

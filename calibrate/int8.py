@@ -29,9 +29,9 @@ from onnx import numpy_helper, version_converter
 from tqdm import tqdm
 
 from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import DetrtError
+from detrt.detectors.errors import DetrtError, InputError
 from detrt.detectors.tempfiles import temporary_folder
-from detrt.export import ModelMetadata
+from detrt.export import INPUT_NAME, ModelMetadata
 from detrt.export.onnx_passes import plugin_nodes
 from detrt.export.ort_plugins import create_session
 
@@ -53,10 +53,14 @@ class CalibrationCacheError(DetrtError, ValueError):
 def _calibrator(model_path: Path, augmented_path: Path, method: str):  # noqa: ANN202 (an ORT calibrater)
     """ONNX Runtime's calibrater for `method`, symmetric, with the defaults of `create_calibrator`; the
     caller gives it a session (ours, which runs plugin nodes)."""
-    from onnxruntime.quantization.calibrate import EntropyCalibrater, MinMaxCalibrater, PercentileCalibrater
+    from onnxruntime.quantization.calibrate import (
+        EntropyCalibrater,
+        MinMaxCalibrater,
+        PercentileCalibrater,
+    )
 
     if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+        raise InputError(f"unknown calibration method {method!r}; choose one of {METHODS}")
     common = dict(op_types_to_calibrate=list(QUANTIZED_OPS), augmented_model_path=str(augmented_path), symmetric=True)
     if method == "entropy":
         return EntropyCalibrater(model_path, num_bins=128, num_quantized_bins=128, **common)
@@ -80,7 +84,7 @@ class _OneBatch:
     """A CalibrationDataReader over a single batch (the calibrator is fed batch by batch)."""
 
     def __init__(self, images) -> None:  # noqa: ANN001 (np.ndarray)
-        self.pending = [{"images": images}]
+        self.pending = [{INPUT_NAME: images}]
 
     def get_next(self) -> dict | None:
         return self.pending.pop() if self.pending else None
@@ -217,7 +221,7 @@ def _check_float16_scales(quantized: onnx.ModelProto) -> None:
     names = sorted({node.name for node in quantized.graph.node
                     if node.op_type in QUANTIZED_OPS and small.intersection(node.input)})
     if names:
-        raise ValueError(f"--float-layers fp16: {len(names)} layer(s) have INT8 scales below float16's smallest "
+        raise InputError(f"--float-layers fp16: {len(names)} layer(s) have INT8 scales below float16's smallest "
                          f"normal value {FLOAT16.smallest_normal:.3g} ({', '.join(names[:5])}); keep them out of "
                          "INT8 with --exclude, or use --float-layers fp32")
 
@@ -242,7 +246,7 @@ def write_int8(model: onnx.ModelProto, metadata: ModelMetadata, ranges, exclude:
     """Quantize and write the INT8 graph (metadata precision "int8"); `float_layers` "fp16" puts the
     layers that stay out of INT8 in FP16 (default keep list) rather than float32."""
     if float_layers not in FLOAT_LAYER_PRECISIONS:
-        raise ValueError(f"unknown precision {float_layers!r} for the float layers; choose one of "
+        raise InputError(f"unknown precision {float_layers!r} for the float layers; choose one of "
                          f"{FLOAT_LAYER_PRECISIONS}")
     quantized = quantize(model, ranges, exclude)
     if float_layers == "fp16":

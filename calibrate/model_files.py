@@ -7,10 +7,16 @@ from pathlib import Path
 
 import onnx
 
-from detrt.detectors.errors import DetrtError
+from detrt.detectors.errors import DetrtError, InputError
 from detrt.export import ModelMetadata, read_metadata
 from detrt.export.metadata import write_metadata
-from detrt.export.onnx_passes import finalize, infer_shapes, load_onnx, save_atomic, simplify
+from detrt.export.onnx_passes import (
+    finalize,
+    infer_shapes,
+    load_onnx,
+    save_atomic,
+    simplify,
+)
 from detrt.export.onnx_schemas import register_plugin_schemas
 from detrt.export.plugin_graph import validate_plugin_graph
 
@@ -37,7 +43,7 @@ def finish(model: onnx.ModelProto, metadata: ModelMetadata, precision: str, path
            simplify_graph: bool = True) -> Path:
     """Simplify, infer shapes, record `precision` in the metadata, check, and write atomically."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if simplify_graph:
         model = simplify(model)
     model = infer_shapes(model)

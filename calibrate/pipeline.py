@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from detrt.detectors.images import read_image
+from detrt.detectors.data.images import read_image
+from detrt.detectors.errors import InputError
 
 from .calibration_images import ImageBatches, prepare
 from .int8 import Int8Report, calibrated_ranges, match_nodes, quantize, write_int8
@@ -43,12 +44,12 @@ def calibrate_model(source: str | Path, output: str | Path, images: list[Path], 
     Returns the report and, with sensitivity, its ranking and budget search.
     """
     if settings.sensitivity and ap_of is None:
-        raise ValueError("--sensitivity needs COCO annotations to measure AP: pass --coco JSON (or --val-coco JSON)")
+        raise InputError("--sensitivity needs COCO annotations to measure AP: pass --coco JSON (or --val-coco JSON)")
     model, metadata = load_fp32(source)
     excluded = match_nodes(model, settings.exclude)
     unmatched = [p for p in settings.exclude if not match_nodes(model, [p])]
     if unmatched:
-        raise ValueError(f"--exclude {unmatched} match no Conv/MatMul/Gemm node of {source}; its layers are named "
+        raise InputError(f"--exclude {unmatched} match no Conv/MatMul/Gemm node of {source}; its layers are named "
                          f"like {match_nodes(model, ['*'])[-3:]} (a shell pattern such as '*bbox_embed*' works)")
     batches = ImageBatches(images, metadata, settings.batch_size)  # checks the count before any work
     cache = settings.cache

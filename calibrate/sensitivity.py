@@ -17,6 +17,8 @@ import torch
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from detrt.detectors.errors import InputError
+from detrt.export import INPUT_NAME
 from detrt.export.ort_plugins import create_session
 
 from .int8 import quantizable_nodes, quantize
@@ -49,7 +51,7 @@ def run(model: onnx.ModelProto, images: np.ndarray, batch: int | None) -> list[n
     """The graph's outputs on `images` (in calls of the graph's fixed batch, or all at once)."""
     session = create_session(model)
     step = batch or len(images)
-    parts = [session.run(None, {"images": images[i:i + step]}) for i in range(0, len(images) - step + 1, step)]
+    parts = [session.run(None, {INPUT_NAME: images[i:i + step]}) for i in range(0, len(images) - step + 1, step)]
     return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
@@ -70,7 +72,7 @@ def rank_layers(model: onnx.ModelProto, ranges, images: np.ndarray, batch: int |
     names = candidates if candidates is not None else quantizable_nodes(model)
     unknown = [name for name in names if op_types.get(name) not in ("Conv", "MatMul", "Gemm")]
     if unknown:
-        raise ValueError(f"not quantizable layers of this graph: {unknown[:5]}")
+        raise InputError(f"not quantizable layers of this graph: {unknown[:5]}")
     ranked = []
     for name in tqdm(names, desc="sensitivity (one layer in INT8 at a time)", unit="layer"):
         alone = quantize(model, ranges, only=[name])

@@ -1,11 +1,11 @@
 """detrt.detectors: DETR-family detectors in PyTorch, the MSDA op, pre/post-processing and loaders."""
-from .build import build_model, set_msda_impl
-from .checkpoint import CheckpointError, read_checkpoint
+from .models.build import build_model, set_msda_impl
+from .checkpoints.checkpoint import CheckpointError, read_checkpoint
 from .config import DetectorConfig
 from .detections import Detections
 from .detector import Detector
-from .loader import StateDictMismatchError, check_state_dict, detector_from_state_dict, load
-from .msda import ms_deform_attn, ms_deform_attn_reference
+from .checkpoints.loader import StateDictMismatchError, check_state_dict, detector_from_state_dict, load
+from .models.msda_op import ms_deform_attn, ms_deform_attn_reference
 from .preprocess import PreprocessSpec, preprocess
 
 __all__ = [
@@ -17,6 +17,6 @@ __all__ = [
 
 def from_hf(model_or_dir: object) -> Detector:
     """Convert a HuggingFace DETR / Conditional DETR / Deformable DETR (module or saved directory)."""
-    from .hf import from_hf as convert  # transformers is imported only when asked for
+    from .checkpoints.hf import from_hf as convert  # transformers is imported only when asked for
 
     return convert(model_or_dir)

@@ -5,15 +5,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-ARCHITECTURES = ("detr", "conditional_detr", "deformable_detr")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+from .errors import InputError
 
-# Defaults of the reference repositories' training scripts, per architecture.
-_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "detr": dict(num_classes=91, num_queries=100, dim_feedforward=2048, num_feature_levels=1),
-    "conditional_detr": dict(num_classes=91, num_queries=300, dim_feedforward=2048, num_feature_levels=1),
-    "deformable_detr": dict(num_classes=91, num_queries=300, dim_feedforward=1024, num_feature_levels=4),
-}
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 # Sizes that must be positive whole numbers; the bound keeps a crafted checkpoint from asking for a
 # model of unbounded size (the largest reference values are in the low thousands).
@@ -57,50 +51,48 @@ class DetectorConfig:
     num_select: int = 100
 
     def __post_init__(self) -> None:
+        from . import architectures
+
         counts = {name: getattr(self, name) for name in _POSITIVE_COUNTS}
         wrong = {name: value for name, value in counts.items()
                  if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_COUNT}
         if wrong:
-            raise ValueError(f"invalid detector configuration: {wrong} must be whole numbers in 1..{_MAX_COUNT}")
+            raise InputError(f"invalid detector configuration: {wrong} must be whole numbers in 1..{_MAX_COUNT}")
         problems = []
-        if self.arch not in ARCHITECTURES:
-            problems.append(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
+        if self.arch not in architectures.names():
+            problems.append(f"arch {self.arch!r} is not one of {architectures.names()}")
         if self.backbone not in BACKBONES:
             problems.append(f"backbone {self.backbone!r} is not one of {BACKBONES}")
         if self.backbone_width < 8 or self.backbone_width % 8:
             problems.append(f"backbone_width must be a positive multiple of 8, got {self.backbone_width}")
-        if self.hidden_dim % self.nheads:
+        if self.nheads < 1 or self.hidden_dim % self.nheads:
             problems.append(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
         if self.position_embedding not in ("sine", "learned"):
             problems.append(f"position_embedding {self.position_embedding!r} is not 'sine' or 'learned'")
         if any(stage not in (1, 2, 3, 4) for stage in self.deformable_stages):
             problems.append(f"deformable_stages {self.deformable_stages} must name ResNet stages 1..4")
-        if self.arch == "deformable_detr":
-            if self.num_feature_levels == 2 or self.num_feature_levels < 1:
-                problems.append(f"num_feature_levels must be 1 (C5 only) or at least 3 (C3-C5 plus extra levels), "
-                                f"got {self.num_feature_levels}")
-            if self.two_stage and not self.with_box_refine:
-                problems.append("two_stage needs with_box_refine (as in the reference configurations)")
-            if self.hidden_dim % 32:
-                problems.append(f"hidden_dim {self.hidden_dim} must be a multiple of 32 (GroupNorm(32) in input_proj)")
-        if self.pre_norm and self.arch != "detr":
-            problems.append(f"pre_norm exists only for detr, not {self.arch}")
-        if self.arch != "deformable_detr" and (self.with_box_refine or self.two_stage or self.num_feature_levels != 1):
-            problems.append(f"with_box_refine, two_stage and num_feature_levels > 1 exist only for deformable_detr, not {self.arch}")
+        for other in architectures.all_architectures():
+            if other.name == self.arch:
+                problems += other.check(self)
+                continue
+            changed = [name for name in other.options if getattr(self, name) != _FIELD_DEFAULTS[name]]
+            if changed:
+                problems.append(f"{', '.join(changed)} exist only for {other.name}, not {self.arch}")
         if problems:
-            raise ValueError("invalid detector configuration: " + "; ".join(problems))
+            raise InputError("invalid detector configuration: " + "; ".join(problems))
 
     @classmethod
     def for_arch(cls, arch: str, **overrides: Any) -> "DetectorConfig":
         """The reference defaults of `arch`, with `overrides` applied."""
-        if arch not in _ARCH_DEFAULTS:
-            raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+        from . import architectures
+
+        defaults = architectures.get(arch).defaults
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise TypeError(f"unknown configuration field(s) {unknown}")
         if "deformable_stages" in overrides:
             overrides["deformable_stages"] = tuple(overrides["deformable_stages"])
-        return cls(arch=arch, **{**_ARCH_DEFAULTS[arch], **overrides})
+        return cls(arch=arch, **{**defaults, **overrides})
 
     def replace(self, **changes: Any) -> "DetectorConfig":
         """A copy with `changes` applied (validated again)."""
@@ -118,3 +110,6 @@ class DetectorConfig:
         data = dict(data)
         data["deformable_stages"] = tuple(data.get("deformable_stages", ()))
         return cls(**data)
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DetectorConfig)}

@@ -5,9 +5,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import architectures
 from .config import DetectorConfig
 from .detections import Detections
-from .postprocess import postprocess_sigmoid_topk, postprocess_softmax
+from .errors import InputError
 from .preprocess import Batch, PreprocessSpec, preprocess, resized_shape
 
 
@@ -17,7 +18,7 @@ def as_image_tensor(image: object) -> Tensor:
         return image
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
+            raise InputError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
         # torch cannot wrap read-only arrays (np.asarray of a PIL image): copy those only
         return torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else image.copy()).permute(2, 0, 1)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL here
@@ -36,15 +37,13 @@ class Detector:
                  class_names: list[str] | None = None) -> None:
         self.model = model.eval()
         self.config = config
+        self.architecture = architectures.get(config.arch)
         self.preprocess = preprocess or PreprocessSpec()
         self.class_names = class_names or [str(i) for i in range(config.num_classes)]
 
     def postprocess(self, outputs: dict[str, Tensor], image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw outputs -> scores, labels, xyxy pixel boxes, by the rule of this architecture."""
-        if self.config.arch == "detr":
-            return postprocess_softmax(outputs["pred_logits"], outputs["pred_boxes"], image_sizes)
-        return postprocess_sigmoid_topk(outputs["pred_logits"], outputs["pred_boxes"], image_sizes,
-                                        self.config.num_select)
+        return self.architecture.postprocess(outputs["pred_logits"], outputs["pred_boxes"], image_sizes, self.config)
 
     @torch.inference_mode()
     def detect(self, batch: Batch) -> list[Detections]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import Tensor
 from tqdm import tqdm
 
-from .coco import CocoDataset, DatasetError
+from .data.coco import CocoDataset, DatasetError
 from .detections import Detections
 
 Predictor = Callable[[list[Tensor]], list[Detections]]

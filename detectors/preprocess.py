@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import InputError
 from .limits import check_input_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,12 +83,12 @@ def resized_shape(height: int, width: int, spec: PreprocessSpec) -> tuple[int, i
 def to_float_image(image: Tensor) -> Tensor:
     """(3, H, W) uint8 or float 0..255 -> float32 0..1, with a clear error for other layouts."""
     if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected an RGB image tensor of shape (3, H, W), got {tuple(image.shape)}; "
+        raise InputError(f"expected an RGB image tensor of shape (3, H, W), got {tuple(image.shape)}; "
                          "convert grayscale/RGBA images to RGB first")
     if image.dtype == torch.uint8:
         return image.float() / 255.0
     if not image.is_floating_point():
-        raise ValueError(f"image dtype {image.dtype} is not supported; use uint8 or float (0..255)")
+        raise InputError(f"image dtype {image.dtype} is not supported; use uint8 or float (0..255)")
     return image.float() / 255.0
 
 
@@ -121,7 +122,7 @@ def pad_batch(images: list[Tensor], pad_to: int = 1) -> tuple[Tensor, Tensor]:
 def preprocess(images: list[Tensor], spec: PreprocessSpec) -> Batch:
     """Resize, normalise and pad `images` ((3, H, W), RGB, 0..255) into one `Batch`."""
     if not images:
-        raise ValueError("no images to pre-process")
+        raise InputError("no images to pre-process")
     original, resized = [], []
     for image in images:
         image = to_float_image(image)

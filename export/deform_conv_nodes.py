@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.onnx import symbolic_helper
 
+from detrt.detectors.errors import InputError
+
 from .msda_nodes import PluginNode
 from .plugin_mode import active_mode
 
@@ -24,7 +26,7 @@ def _deform_conv2d_symbolic(g, x, weight, offset, mask, bias, stride_h, stride_w
     groups = symbolic_helper._get_const(groups, "i", "groups")
     offset_groups = symbolic_helper._get_const(offset_groups, "i", "offset_groups")
     if not symbolic_helper._get_const(use_mask, "b", "use_mask"):
-        raise ValueError("only modulated deformable convolution (DCNv2, with a mask) is exported")
+        raise InputError("only modulated deformable convolution (DCNv2, with a mask) is exported")
     if active_mode() is None:
         kernel = symbolic_helper._get_tensor_sizes(weight)[2:]
         return g.op("DeformConv", x, weight, offset, bias, mask, dilations_i=dilation, group_i=groups,

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from detrt.detectors import Detector
 
+INPUT_NAME = "images"  # the graph's one input: (N, 3, H, W) float32
 OUTPUT_NAMES = ("scores", "labels", "boxes")
 RAW_OUTPUT_NAMES = ("pred_logits", "pred_boxes")
 

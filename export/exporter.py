@@ -13,10 +13,10 @@ import torch
 from detrt.detectors import Detector, set_msda_impl
 from detrt.detectors.errors import DetrtError
 from detrt.detectors.limits import check_input_size
-from detrt.detectors.ms_deform_attn import MSDeformAttn
+from detrt.detectors.models.ms_deform_attn import MSDeformAttn
 
 from . import onnx_passes
-from .export_module import OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule
+from .export_module import INPUT_NAME, OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule
 from .metadata import ModelMetadata, describe_detector, write_metadata
 from .onnx_schemas import register_plugin_schemas
 from .deform_conv_nodes import register_deform_conv_symbolic
@@ -102,14 +102,14 @@ def _metadata(detector: Detector, options: ExportOptions, mode: str, size: tuple
 
 def _trace_to_onnx(module: ExportModule, sample: torch.Tensor, options: ExportOptions,
                    outputs: tuple[str, ...]) -> onnx.ModelProto:
-    dynamic = {name: {0: "batch"} for name in ("images", *outputs)} if options.batch is None else None
+    dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)} if options.batch is None else None
     buffer = io.BytesIO()
     register_msda_symbolic(options.opset)
     register_deform_conv_symbolic(options.opset)
     with plugin_mode(options.msda if options.msda in PLUGIN_NODES else None), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about constant shapes: sizes are fixed on purpose
         torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=options.opset,
-                          input_names=["images"], output_names=list(outputs), dynamic_axes=dynamic,
+                          input_names=[INPUT_NAME], output_names=list(outputs), dynamic_axes=dynamic,
                           do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())
 

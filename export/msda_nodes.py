@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch.onnx import symbolic_helper
 
+from detrt.detectors.errors import InputError
+
 from .plugin_mode import active_mode
 
 MSDA_MODES = ("plugin", "nvidia", "portable")
@@ -40,7 +42,7 @@ DETRT_FUSED_PLUGIN = PluginNode("DetrtMultiscaleDeformableAttnFused", "1", "detr
 NVIDIA_PLUGIN = PluginNode("MultiscaleDeformableAttnPlugin_TRT", "2", "", "trt", 4)
 PLUGIN_NODES = {"plugin": DETRT_PLUGIN, "nvidia": NVIDIA_PLUGIN}
 
-# Limits of our kernels (plugins/msda/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
+# Limits of our kernels (plugins/msda_kernels/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
 # bilinear corners of one head's L*P samples (32 bytes each, plus one row, plus 8 bytes in the fused
 # form) must fit the kernel's dynamic shared memory: 48 KiB less its static table of 16 levels (12
 # bytes each).
@@ -96,9 +98,9 @@ def check_msda_supported(mode: str, levels: int, points: int) -> None:
     if mode != "plugin":
         return
     if levels > MAX_LEVELS:
-        raise ValueError(f"the detrt MSDA plugin supports at most {MAX_LEVELS} feature levels, the model has "
+        raise InputError(f"the detrt MSDA plugin supports at most {MAX_LEVELS} feature levels, the model has "
                          f"{levels}; export with --msda portable")
     if levels * points > MAX_SAMPLES_PER_HEAD:
-        raise ValueError(f"the detrt MSDA plugin supports at most {MAX_SAMPLES_PER_HEAD} samples per head "
+        raise InputError(f"the detrt MSDA plugin supports at most {MAX_SAMPLES_PER_HEAD} samples per head "
                          f"(levels x points), the model has {levels} x {points} = {levels * points}; "
                          "export with --msda portable")

@@ -7,6 +7,7 @@ import onnx
 from onnx import numpy_helper
 
 from detrt.detectors.atomic import write_bytes_atomic
+from detrt.detectors.errors import InputError, MissingFileError
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, PLUGIN_NODES
@@ -32,13 +33,13 @@ def constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 def add_level_shapes(model: onnx.ModelProto) -> None:
     """Copy each detrt plugin node's constant level table into its ``spatial_shapes`` attribute, so the
-    plugin knows the levels on the host without reading the device tensor (see plugins/msda/README.md)."""
+    plugin knows the levels on the host without reading the device tensor (see plugins/msda_tensorrt/README.md)."""
     constants = constant_values(model)
     for node in plugin_nodes(model):
         if node.op_type not in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name) or any(a.name == "spatial_shapes" for a in node.attribute):
             continue
         if node.input[1] not in constants:
-            raise ValueError(f"the spatial_shapes input of {node.name} is not a constant; the detrt plugin needs "
+            raise InputError(f"the spatial_shapes input of {node.name} is not a constant; the detrt plugin needs "
                              "a fixed input size (export with --size HxW)")
         shapes = numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist()
         node.attribute.append(onnx.helper.make_attribute("spatial_shapes", [int(v) for v in shapes]))
@@ -94,11 +95,11 @@ def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelPr
     """The ONNX at `path`, with clear errors for a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model {path} does not exist; export one with `detrt export`")
+        raise MissingFileError(f"model {path} does not exist; export one with `detrt export`")
     try:
         return onnx.load(str(path), load_external_data=load_external_data)
     except Exception as error:  # protobuf DecodeError and friends carry no hint of the file
-        raise ValueError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
+        raise InputError(f"{path} is not a readable ONNX file ({type(error).__name__}: {error}); "
                          "export it again with `detrt export`") from error
 
 

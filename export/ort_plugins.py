@@ -1,7 +1,7 @@
 """Run plugin graphs in ONNX Runtime: our implementation of the MSDA plugin nodes for the CPU.
 
 Route: onnxruntime-extensions Python custom ops that call ``libdetrt_plugins`` (the same C kernels
-the TensorRT plugin calls, through `detrt.plugins.msda`). It needs no ONNX Runtime C++ headers or
+the TensorRT plugin calls, through `detrt.plugins.kernels`). It needs no ONNX Runtime C++ headers or
 build, and it checks the very kernels that ship. onnxruntime-extensions runs Python ops only in the
 domain ``ai.onnx.contrib``, so sessions are made from a copy of the graph whose plugin nodes are
 moved to that domain; the file on disk keeps the domain TensorRT expects.
@@ -41,9 +41,9 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray, locations: np.ndarray,
           weights: np.ndarray) -> np.ndarray:
-    from detrt.plugins import msda
+    from detrt.plugins import kernels
 
-    output = msda.forward(torch.from_numpy(value), torch.from_numpy(spatial_shapes),
+    output = kernels.forward(torch.from_numpy(value), torch.from_numpy(spatial_shapes),
                           torch.from_numpy(level_start_index), torch.from_numpy(locations), torch.from_numpy(weights))
     return output.numpy()
 
@@ -87,10 +87,10 @@ def register_custom_ops() -> None:
     @onnx_op(op_type=DETRT_FUSED_PLUGIN.name, **{**signature, "inputs": [float_, int32, int32, float_, float_, float_]})
     @_guarded
     def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits):  # noqa: ANN001, ANN202
-        from detrt.plugins import msda
+        from detrt.plugins import kernels
 
         tensors = [torch.from_numpy(a) for a in (value, spatial_shapes, level_start_index, references, offsets, logits)]
-        return msda.forward_fused(*tensors).numpy()
+        return kernels.forward_fused(*tensors).numpy()
 
     @onnx_op(op_type=NVIDIA_PLUGIN.name, **signature)
     @_guarded

@@ -9,6 +9,8 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+from detrt.detectors.errors import InputError
+
 PLUGIN_MODES = ("plugin", "nvidia")
 
 _active: contextvars.ContextVar[str | None] = contextvars.ContextVar("detrt_plugin_mode", default=None)
@@ -18,7 +20,7 @@ _active: contextvars.ContextVar[str | None] = contextvars.ContextVar("detrt_plug
 def plugin_mode(mode: str | None) -> Iterator[None]:
     """Within this block, plugin nodes are emitted for `mode` ("plugin", "nvidia" or None: none)."""
     if mode is not None and mode not in PLUGIN_MODES:
-        raise ValueError(f"unknown plugin mode {mode!r}; choose one of {PLUGIN_MODES} or None")
+        raise InputError(f"unknown plugin mode {mode!r}; choose one of {PLUGIN_MODES} or None")
     token = _active.set(mode)
     try:
         yield

@@ -1,9 +1,10 @@
-"""Find and load ``libdetrt_plugins`` (the native MSDA kernels) with ctypes.
+"""Where detrt's native libraries are, and loading ``libdetrt_plugins`` (the MSDA kernels) with ctypes.
 
-Search order: the file named by ``DETRT_PLUGIN_LIB`` (only that one when it is set), the installed
-package (``site-packages/detrt/plugins``, where the editable install puts it), next to this file,
-then CMake build folders ``build/*/plugins`` of a source checkout. A missing library raises
-:class:`LibraryNotFoundError`; nothing falls back silently.
+One search for both libraries (``libdetrt_plugins`` and the TensorRT plugin library
+``libdetrt_trt_plugins``): the file named by the library's environment variable (only that one when
+it is set), the installed package (``site-packages/detrt/plugins``, where the editable install puts
+them), next to this file, then CMake build folders ``build/*/plugins`` of a source checkout. A
+missing library is an error naming every path tried; nothing falls back silently.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import sysconfig
 from pathlib import Path
 
 ENV_VAR = "DETRT_PLUGIN_LIB"
-ABI_VERSION = 100  # DETRT_MSDA_VERSION of plugins/msda/detrt_msda.h that this module mirrors
+TENSORRT_ENV_VAR = "DETRT_TRT_PLUGIN_LIB"
+ABI_VERSION = 100  # DETRT_MSDA_VERSION of plugins/msda_kernels/detrt_msda.h that this module mirrors
 BUILD_COMMAND = "python3 -m pip install -e ."
 PLATFORM_FILES = {"win32": "detrt_plugins.dll", "darwin": "libdetrt_plugins.dylib"}
 LIBRARY_FILE = PLATFORM_FILES.get(sys.platform, "libdetrt_plugins.so")
+TENSORRT_LIBRARY_FILE = {"win32": "detrt_trt_plugins.dll"}.get(sys.platform, "libdetrt_trt_plugins.so")
 
 # detrt_msda_status values that mean the inputs are wrong (ValueError); the others are RuntimeError.
 INPUT_ERRORS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11})
@@ -30,7 +33,7 @@ class LibraryNotFoundError(ImportError):
 
 
 class Problem(ctypes.Structure):
-    """Mirror of ``detrt_msda_problem`` in plugins/msda/detrt_msda.h."""
+    """Mirror of ``detrt_msda_problem`` in plugins/msda_kernels/detrt_msda.h."""
 
     _fields_ = [
         ("batch", ctypes.c_int64),
@@ -47,8 +50,12 @@ class Problem(ctypes.Structure):
     ]
 
 
-def candidate_paths() -> list[Path]:
-    """Where the library may be, in search order (without DETRT_PLUGIN_LIB)."""
+def candidate_paths(file_name: str = LIBRARY_FILE, env_var: str = ENV_VAR, explicit: str | None = None) -> list[Path]:
+    """Where the library `file_name` may be, in search order: `explicit`, else `env_var`'s file, else the
+    installed package, this folder and the build folders of a checkout."""
+    chosen = explicit or os.environ.get(env_var)
+    if chosen:
+        return [Path(chosen)]
     here = Path(__file__).resolve().parent
     package = sys.modules.get(__package__) if __package__ else None
     folders = [Path(sysconfig.get_path(key)) / "detrt" / "plugins" for key in ("platlib", "purelib")]
@@ -57,7 +64,7 @@ def candidate_paths() -> list[Path]:
     folders += sorted(here.parent.glob("build/*/plugins"))
     unique: dict[Path, None] = {}
     for folder in folders:
-        unique.setdefault(folder.resolve() / LIBRARY_FILE, None)
+        unique.setdefault(folder.resolve() / file_name, None)
     return list(unique)
 
 

@@ -17,8 +17,9 @@ import torch
 
 from detrt.detectors import Detections, Detector
 from detrt.detectors.detector import as_image_tensor
+from detrt.detectors.errors import InputError, MissingFileError
 
-from .backend import OUTPUT_NAMES, Backend
+from .backends.base import OUTPUT_NAMES, Backend
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -62,7 +63,7 @@ class Model:
         """RGB images ((3, H, W) tensors, (H, W, 3) uint8 arrays or PIL images) -> a network batch."""
         items = images if isinstance(images, (list, tuple)) else [images]
         if not items:
-            raise ValueError("no images to detect in")
+            raise InputError("no images to detect in")
         batch, sizes = [], []
         with single_threaded_torch():
             for image in items:
@@ -118,29 +119,30 @@ def open_model(source: str | Path | Detector, device: str = "cpu", threads: int 
                cuda_graph: bool = False) -> Model:
     """A `Model` for a zoo name, a checkpoint (.pth: PyTorch), an ONNX (ONNX Runtime) or an engine (TensorRT)."""
     if isinstance(source, Detector):
-        from .torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend
 
         return Model(TorchBackend(source, device))
     text = str(source)
     suffix = Path(text).suffix.lower()
     if suffix in ONNX_SUFFIXES:
-        from .onnxruntime_backend import OnnxRuntimeBackend
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return Model(OnnxRuntimeBackend(text, device, threads))
     if suffix in ENGINE_SUFFIXES:
-        from .tensorrt_backend import TensorRTBackend
+        from .backends.tensorrt.backend import TensorRTBackend
 
         return Model(TensorRTBackend(text, device=device, plugin_lib=plugin_lib, cuda_graph=cuda_graph))
-    from detrt.detectors.zoo import ENTRIES, open_model as open_detector
+    from detrt.detectors.zoo import ENTRIES
+    from detrt.detectors.zoo import open_model as open_detector
 
     if text in ENTRIES or suffix in CHECKPOINT_SUFFIXES:
         if suffix and not Path(text).is_file():
-            raise FileNotFoundError(f"checkpoint {text} does not exist")
+            raise MissingFileError(f"checkpoint {text} does not exist")
         if threads:
             torch.set_num_threads(threads)
-        from .torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend
 
         return Model(TorchBackend(open_detector(text), device))
-    raise ValueError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(ENTRIES))}), a checkpoint "
+    raise InputError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(ENTRIES))}), a checkpoint "
                      f"({'/'.join(CHECKPOINT_SUFFIXES)}), an ONNX ({'/'.join(ONNX_SUFFIXES)}) or a TensorRT engine "
                      f"({'/'.join(ENGINE_SUFFIXES)})")

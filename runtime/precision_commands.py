@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from detrt.detectors.errors import InputError
+
 from .errors import DetrtRuntimeError
 
 
@@ -41,7 +43,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     val_coco = args.val_coco or args.coco
     ap_of = None
     if val_coco:
-        from .onnx_accuracy import onnx_ap
+        from .accuracy.onnx_accuracy import onnx_ap
 
         val_images = args.val_images if args.val_coco else args.images
         ap_of = lambda model: onnx_ap(model, val_coco, val_images)  # noqa: E731
@@ -60,11 +62,11 @@ def calibrate(args: argparse.Namespace) -> dict:
 
 def compare(args: argparse.Namespace) -> dict:
     """Candidates against the PyTorch reference: tensors, detections, AP; fails when one fails."""
-    from .compare import compare as run_compare
-    from .compare_report import write_report
+    from .accuracy.compare import compare as run_compare
+    from .accuracy.report import write_report
 
     if args.images is None and args.coco is None:
-        raise ValueError("give the images to compare on: --images DIR (and/or --coco JSON)")
+        raise InputError("give the images to compare on: --images DIR (and/or --coco JSON)")
     comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch,
                              strict=args.strict)
     for skip in comparison.skipped:

@@ -51,8 +51,8 @@ def build(args: argparse.Namespace) -> dict:
     from detrt.export.onnx_passes import load_onnx
     from detrt.export.plugin_graph import validate_plugin_graph
 
-    from .engine_build import BatchProfile, BuildOptions, build_engine
-    from .tensorrt_env import FLAVOUR_CHOICES, parse_compute_capabilities
+    from .backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
+    from .backends.tensorrt.flavour import FLAVOUR_CHOICES, parse_compute_capabilities
 
     model = load_onnx(args.onnx, load_external_data=False)
     read_metadata(model)
@@ -70,13 +70,13 @@ def build(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Detect in an image, a directory, a video or a camera."""
-    from .run import run_source
-    from .sources import open_source
+    from .apps.run import run_source
+    from .apps.sources import open_source
 
     source = open_source(args.source)  # first: a wrong source fails before the model loads
     try:
         if args.triton:
-            from .triton_client import TritonDetector
+            from .triton.client import TritonDetector
 
             model = TritonDetector(args.triton, args.model)
         else:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def bench(args: argparse.Namespace) -> dict:
     """Latency percentiles, throughput and per-stage times; writes bench.json and latency.png."""
-    from .bench import benchmark, write_results
+    from .apps.bench import benchmark, write_results
 
     model = _open(args)
     result = benchmark(model, batch=args.batch, iters=args.iters, warmup=args.warmup, progress=_progress)
@@ -103,7 +103,7 @@ def bench(args: argparse.Namespace) -> dict:
 
 def demo(args: argparse.Namespace) -> dict:
     """Export the shipped model, run it with the best backend here, check it against PyTorch."""
-    from .demo import run_demo
+    from .apps.demo import run_demo
 
     summary = run_demo(args.out, count=args.images, conf=args.conf, progress=_progress)
     if args.json:
@@ -122,7 +122,7 @@ def demo(args: argparse.Namespace) -> dict:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add build, run, bench and demo to the `detrt` parser."""
-    from .tensorrt_env import FLAVOUR_CHOICES, RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_TARGETS
+    from .backends.tensorrt.flavour import FLAVOUR_CHOICES, RTX_COMPUTE_CAPABILITIES, RTX_DEFAULT_TARGETS
 
     parser = sub.add_parser("build", help="build a TensorRT or TensorRT-RTX engine (+ JSON sidecar) from a detrt ONNX")
     parser.add_argument("onnx", help="an ONNX written by `detrt export` (or calibrated from one)")

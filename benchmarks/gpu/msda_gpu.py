@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from msda_cpu import LEVELS, make_inputs  # noqa: E402  (the CPU benchmark's problems)
 
-from detrt.detectors.msda import ms_deform_attn_reference  # noqa: E402
-from detrt.plugins import msda  # noqa: E402
+from detrt.detectors.models.msda_op import ms_deform_attn_reference  # noqa: E402
+from detrt.plugins import kernels  # noqa: E402
 
 ORIGINAL_SOURCES = ("vision.cpp", "cpu/ms_deform_attn_cpu.cpp", "cuda/ms_deform_attn_cuda.cu")
 TARGETS = "encoder fp32 >= 2x and fp16 >= 4x the original kernel, within 5x of the DRAM floor; decoder <= 10 us (H100)"
@@ -87,7 +87,7 @@ def measure(original: ModuleType | None, bandwidth: float) -> list[str]:
         shapes, starts = shapes.cuda(), starts.cuda()
         for dtype in (torch.float32, torch.float16):
             v, loc, w = (t.to("cuda", dtype) for t in (value, locations, weights))
-            ours = lambda: msda.forward(v, shapes, starts, loc, w)  # noqa: E731
+            ours = lambda: kernels.forward(v, shapes, starts, loc, w)  # noqa: E731
             output = ours()
             error = max_relative_error(output.cpu(), expected)
             reference_us = median_us(lambda: ms_deform_attn_reference(v, shapes, loc, w), repeats=10)

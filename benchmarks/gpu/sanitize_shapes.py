@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from detrt.plugins import msda
+from detrt.plugins import kernels
 
 LEVELS = [(6, 5), (3, 3), (1, 2)]
 
@@ -34,13 +34,13 @@ def main() -> None:
     for dtype in (torch.float32, torch.float16):
         for dim in (16, 32, 64, 24):
             value, shapes, starts, locations, weights, reference, logits = inputs(dim, dtype, 2)
-            outputs.append(msda.forward(value, shapes, starts, locations, weights))
-            outputs.append(msda.forward_fused(value, shapes, starts, reference, locations, logits))
+            outputs.append(kernels.forward(value, shapes, starts, locations, weights))
+            outputs.append(kernels.forward_fused(value, shapes, starts, reference, locations, logits))
             four = inputs(dim, dtype, 4)
-            outputs.append(msda.forward_fused(four[0], shapes, starts, four[5], four[3], four[6]))
+            outputs.append(kernels.forward_fused(four[0], shapes, starts, four[5], four[3], four[6]))
         misaligned = torch.empty(value.numel() + 1, dtype=dtype, device="cuda")[1:].view_as(value)
         misaligned.copy_(value)
-        outputs.append(msda.forward(misaligned, shapes, starts, locations, weights))
+        outputs.append(kernels.forward(misaligned, shapes, starts, locations, weights))
     torch.cuda.synchronize()
     bad = [i for i, output in enumerate(outputs) if not torch.isfinite(output).all()]
     if bad:

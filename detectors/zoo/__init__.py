@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import DetectorConfig
+from ..data.shapes_dataset import CLASSES
+from ..errors import InputError, MissingFileError
 from ..preprocess import PreprocessSpec
-from ..shapes_dataset import CLASSES
 
 if TYPE_CHECKING:
     from ..detector import Detector
@@ -47,17 +48,17 @@ ENTRIES = {entry.name: entry for entry in (SHAPES_DEFORMABLE_DETR,)}
 def entry(name: str) -> ZooEntry:
     """The zoo entry `name`, or a clear error listing the names there are."""
     if name not in ENTRIES:
-        raise ValueError(f"unknown zoo model {name!r}; available: {sorted(ENTRIES)}")
+        raise InputError(f"unknown zoo model {name!r}; available: {sorted(ENTRIES)}")
     return ENTRIES[name]
 
 
 def load_zoo(name: str) -> "Detector":
     """The shipped detector `name`, ready to run."""
-    from ..loader import load
+    from ..checkpoints.loader import load
 
     found = entry(name)
     if not found.weights.is_file():
-        raise FileNotFoundError(f"the weights of {name} are not in this installation ({found.weights}); "
+        raise MissingFileError(f"the weights of {name} are not in this installation ({found.weights}); "
                                 f"reproduce them with: {found.reproduce}")
     return load(found.weights, arch=found.config.arch, class_names=list(found.class_names),
                 preprocess=found.preprocess, **_overrides(found.config))
@@ -70,7 +71,7 @@ def _overrides(config: DetectorConfig) -> dict:
 
 def open_model(name_or_path: str) -> "Detector":
     """A zoo name or a checkpoint path (a checkpoint trained from a zoo entry keeps its pre-processing)."""
-    from ..loader import load
+    from ..checkpoints.loader import load
 
     if name_or_path in ENTRIES:
         return load_zoo(name_or_path)

@@ -1,0 +1,1 @@
+"""Training of the shipped model: Hungarian matching, set-prediction losses, the resumable loop."""

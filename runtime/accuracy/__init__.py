@@ -1,0 +1,1 @@
+"""Accuracy proofs: detection agreement, the comparison policy, polygraphy comparisons and their report."""

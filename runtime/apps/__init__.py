@@ -1,0 +1,1 @@
+"""Applications over `Model`: run on frame sources, benchmark, the demo, drawing detections."""

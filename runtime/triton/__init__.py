@@ -1,0 +1,1 @@
+"""Serving with NVIDIA Triton Inference Server: model repositories, the server environment, the client."""
