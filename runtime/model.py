@@ -119,30 +119,28 @@ def open_model(source: str | Path | Detector, device: str = "cpu", threads: int 
                cuda_graph: bool = False) -> Model:
     """A `Model` for a zoo name, a checkpoint (.pth: PyTorch), an ONNX (ONNX Runtime) or an engine (TensorRT)."""
     if isinstance(source, Detector):
-        from .backends.torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend, TorchOptions
 
-        return Model(TorchBackend(source, device))
+        return Model(TorchBackend(source, TorchOptions(device, threads)))
     text = str(source)
     suffix = Path(text).suffix.lower()
     if suffix in ONNX_SUFFIXES:
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeOptions
 
-        return Model(OnnxRuntimeBackend(text, device, threads))
+        return Model(OnnxRuntimeBackend(text, OnnxRuntimeOptions(device, threads)))
     if suffix in ENGINE_SUFFIXES:
-        from .backends.tensorrt.backend import TensorRTBackend
+        from .backends.tensorrt.backend import TensorRTBackend, TensorRTOptions
 
-        return Model(TensorRTBackend(text, device=device, plugin_lib=plugin_lib, cuda_graph=cuda_graph))
+        return Model(TensorRTBackend(text, TensorRTOptions(device, plugin_lib, cuda_graph)))
     from detrt.detectors.zoo import ENTRIES
     from detrt.detectors.zoo import open_model as open_detector
 
     if text in ENTRIES or suffix in CHECKPOINT_SUFFIXES:
         if suffix and not Path(text).is_file():
             raise MissingFileError(f"checkpoint {text} does not exist")
-        if threads:
-            torch.set_num_threads(threads)
-        from .backends.torch_backend import TorchBackend
+        from .backends.torch_backend import TorchBackend, TorchOptions
 
-        return Model(TorchBackend(open_detector(text), device))
+        return Model(TorchBackend(open_detector(text), TorchOptions(device, threads)))
     raise InputError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(ENTRIES))}), a checkpoint "
                      f"({'/'.join(CHECKPOINT_SUFFIXES)}), an ONNX ({'/'.join(ONNX_SUFFIXES)}) or a TensorRT engine "
                      f"({'/'.join(ENGINE_SUFFIXES)})")

@@ -1,6 +1,7 @@
 """ONNX Runtime backend: any detrt ONNX on the CPU or CUDA provider (plugin graphs included)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +28,24 @@ def providers_for(device: str) -> list[str | tuple[str, dict]]:
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """How ONNX Runtime runs a graph."""
+
+    device: str = "cpu"  # cpu, cuda or cuda:N (the CUDA provider of onnxruntime-gpu)
+    threads: int = 0  # intra-op threads; 0: ONNX Runtime's default
+
+
 class OnnxRuntimeBackend:
     """An ONNX Runtime session over an exported graph; the graph's metadata describes its I/O."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, options: OnnxRuntimeOptions = OnnxRuntimeOptions()) -> None:
         proto = load_onnx(path)
         self.metadata = read_metadata(proto)
-        self.session = create_session(proto, providers=providers_for(device), threads=threads)
-        self.device = f"{device} ({self.session.get_providers()[0]})"
+        self.session = create_session(proto, providers=providers_for(options.device), threads=options.threads)
+        self.device = f"{options.device} ({self.session.get_providers()[0]})"
         batch = self.metadata.batch
         self.batch = BatchRange(batch, batch) if batch else BatchRange()
 

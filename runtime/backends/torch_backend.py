@@ -1,6 +1,8 @@
 """PyTorch backend: the reference, run through the same contract as the exported graph."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -21,15 +23,27 @@ def detector_metadata(detector: Detector, size: tuple[int, int]) -> ModelMetadat
                              outputs=OUTPUT_NAMES, precision={torch.float16: "fp16"}.get(dtype, "fp32"))
 
 
+@dataclass(frozen=True)
+class TorchOptions:
+    """How eager PyTorch runs a `Detector`."""
+
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    threads: int = 0  # intra-op threads (torch.set_num_threads, process-wide); 0: leave PyTorch's
+    size: tuple[int, int] | None = None  # input (H, W); default: the detector's fixed pre-processing size
+
+
 class TorchBackend:
     """A `Detector` wrapped in `ExportModule`: images in, (scores, labels, boxes) out, eager PyTorch."""
 
     name = "pytorch"
 
-    def __init__(self, detector: Detector, device: str = "cpu", size: tuple[int, int] | None = None) -> None:
+    def __init__(self, detector: Detector, options: TorchOptions = TorchOptions()) -> None:
+        device = options.device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError("PyTorch sees no CUDA device here; use --device cpu")
-        size = size or detector.preprocess.fixed_size
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        size = options.size or detector.preprocess.fixed_size
         if size is None:
             raise InputError("this detector resizes by its shortest edge, so it has no single input size; "
                              "pass size=(H, W)")

@@ -9,6 +9,7 @@ runtime cache beside the engine (`model.engine.runtime-cache`) keeps them for th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,22 @@ from .plugins import load_plugins
 from .sidecar import check_sidecar, flavour, read_sidecar
 
 
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """How a TensorRT (or TensorRT-RTX) engine runs."""
+
+    device: str = "cuda"  # cuda or cuda:N ("cpu" means GPU 0: engines run on a GPU only)
+    plugin_lib: str | None = None  # libdetrt_trt_plugins for plugin graphs; default: searched
+    cuda_graph: bool = False  # replay each batch size as a captured CUDA graph
+
+
 class TensorRTBackend:
     """A TensorRT engine built by `detrt build`, its sidecar checked against this machine."""
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, device: str = "cuda", plugin_lib: str | None = None,
-                 cuda_graph: bool = False) -> None:
+    def __init__(self, path: str | Path, options: TensorRTOptions = TensorRTOptions()) -> None:
+        device = options.device
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"engine {path} does not exist; build one with `detrt build MODEL.onnx -o {path}`")
@@ -43,7 +53,7 @@ class TensorRTBackend:
         self.metadata = ModelMetadata.from_props(sidecar["metadata_props"])
         self.device = f"cuda:{gpu_index(device)} ({self.cuda.properties()[0]}, {self.cuda.library})"
         logger = trt.Logger(trt.Logger.WARNING)
-        load_plugins(trt, logger, self.metadata.msda, plugin_lib)
+        load_plugins(trt, logger, self.metadata.msda, options.plugin_lib)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise EngineMismatchError(f"TensorRT could not deserialize {path} (see its log above); rebuild it with "
@@ -62,7 +72,7 @@ class TensorRTBackend:
             shape = tuple(self.context.get_tensor_shape(name))
             self.buffers[name] = self.cuda.alloc(int(np.prod(shape)) * self.dtypes[name].itemsize)
             self.context.set_tensor_address(name, self.buffers[name])
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = options.cuda_graph
         self.graphs: dict[int, object] = {}
 
     def _execution_context(self) -> object:
