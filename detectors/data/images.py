@@ -4,10 +4,11 @@ orientation applied, every pixel format turned into (H, W, 3) uint8 RGB.
 Grayscale is repeated into three channels, alpha is dropped, palettes are expanded, CMYK is converted,
 and 16-bit or 32-bit integer images are scaled from 0..65535 to 0..255 (float images are clipped to
 0..255). So a phone photo, a PNG with transparency or a 16-bit scan gives the same pixels in `run`,
-`eval`, `compare`, `calibrate` and `convert`.
+`eval`, `compare`, `calibrate`, `convert` and a `detrt triton` server (which reads the bytes of a request).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,27 @@ _TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
+Source = str | Path | bytes  # a file, or the bytes of an encoded one
+
+
 class ImageReadError(DetrtError, ValueError):
-    """An image file that cannot be decoded; the message names the file."""
+    """An image that cannot be decoded; the message names the file."""
 
 
-def _reason(error: BaseException, path: str | Path) -> str:
+def _open(source: Source) -> Image.Image:
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def _name(source: Source) -> str:
+    return f"the {len(source)}-byte image" if isinstance(source, bytes) else f"image {source}"
+
+
+def _reason(error: BaseException, source: Source) -> str:
     """PIL's message without the path it repeats."""
-    return str(error).replace(f" '{path}'", "").replace(f" {path}", "") or type(error).__name__
+    message = str(error)
+    if not isinstance(source, bytes):
+        message = message.replace(f" '{source}'", "").replace(f" {source}", "")
+    return message or type(error).__name__
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -41,27 +56,32 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"))  # a writable copy
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of the image at `path` as `read_image` returns it (EXIF orientation applied),
+def image_size(source: Source) -> tuple[int, int]:
+    """(height, width) of the image `source` as `read_image` returns it (EXIF orientation applied),
     from its header only."""
     try:
-        with Image.open(path) as image:
+        with _open(source) as image:
             width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED:
+            try:
+                orientation = image.getexif().get(_EXIF_ORIENTATION)
+            except (OSError, SyntaxError, ValueError):  # a damaged file past its header: decoding says so
+                orientation = None
+            if orientation in _TRANSPOSED:
                 width, height = height, width
     except (UnidentifiedImageError, OSError) as error:
-        raise ImageReadError(f"cannot decode image {path} ({_reason(error, path)})") from None
+        raise ImageReadError(f"cannot decode {_name(source)} ({_reason(error, source)})") from None
     return height, width
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """The image at `path` as (H, W, 3) uint8 RGB, upright; a LimitError when it has more pixels than
-    DETRT_MAX_IMAGE_PIXELS allows (checked before decoding), an ImageReadError when it cannot be decoded."""
+def read_image(source: Source) -> np.ndarray:
+    """The image `source` (a file, or an encoded file's bytes) as (H, W, 3) uint8 RGB, upright; a LimitError
+    when it has more pixels than DETRT_MAX_IMAGE_PIXELS allows (checked before decoding), an ImageReadError
+    when it cannot be decoded."""
     try:
-        with Image.open(path) as image:
-            check_image_pixels(*image.size, f"image {path}")
+        with _open(source) as image:
+            check_image_pixels(*image.size, _name(source))
             return _to_rgb(ImageOps.exif_transpose(image))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, DetrtError):
             raise
-        raise ImageReadError(f"cannot decode image {path} ({_reason(error, path)})") from None
+        raise ImageReadError(f"cannot decode {_name(source)} ({_reason(error, source)})") from None
