@@ -47,16 +47,8 @@ def _open(args: argparse.Namespace):  # noqa: ANN202 (Model)
 
 def build(args: argparse.Namespace) -> dict:
     """Build a TensorRT engine and its sidecar from a detrt ONNX (its metadata and plugin nodes checked first)."""
-    from detrt.export import read_metadata
-    from detrt.export.onnx_passes import load_onnx
-    from detrt.export.plugin_graph import validate_plugin_graph
-
     from .backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
     from .backends.tensorrt.flavour import FLAVOUR_CHOICES, parse_compute_capabilities
-
-    model = load_onnx(args.onnx, load_external_data=False)
-    read_metadata(model)
-    validate_plugin_graph(model)
 
     options = BuildOptions(batch=BatchProfile.parse(args.batch) if args.batch else None, workspace_mb=args.workspace,
                            timing_cache=Path(args.timing_cache) if args.timing_cache else None, dla_core=args.dla,

@@ -15,10 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
 from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import InputError, MissingFileError
+from detrt.detectors.errors import InputError
 from detrt.export import NVIDIA_PLUGIN, read_metadata
 from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
+from detrt.export.onnx_passes import load_onnx
+from detrt.export.plugin_graph import validate_plugin_graph
 
 from ...errors import EngineBuildError
 from ..base import INPUT_NAME
@@ -130,20 +134,17 @@ def _parse(tensorrt: TensorRT, network: object, logger: object, onnx_path: Path)
     raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path} ({len(errors)} errors):\n  {listing}{hint}")
 
 
-def rtx_unsupported_nodes(onnx_path: Path) -> list[str]:
+def rtx_unsupported_nodes(model: onnx.ModelProto) -> list[str]:
     """Op types of the graph that TensorRT-RTX cannot build: TensorRT's built-in plugins (MSDA v2, DCNv2),
     and ONNX DeformConv, which TensorRT imports as a built-in plugin too."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return sorted({node.op_type for node in graph.node if node.domain == NVIDIA_PLUGIN.domain
+    return sorted({node.op_type for node in model.graph.node if node.domain == NVIDIA_PLUGIN.domain
                    or (node.op_type == "DeformConv" and node.domain in ("", "ai.onnx"))})
 
 
-def _refuse_unsupported(tensorrt: TensorRT, onnx_path: Path, options: BuildOptions) -> None:
+def _refuse_unsupported(tensorrt: TensorRT, model: onnx.ModelProto, onnx_path: Path, options: BuildOptions) -> None:
     """Options and graphs the flavour at hand cannot build, refused before any work."""
     if tensorrt.flavour == RTX:
-        unsupported = rtx_unsupported_nodes(onnx_path)
+        unsupported = rtx_unsupported_nodes(model)
         if "DeformConv" in unsupported or DEFORM_CONV_PLUGIN.name in unsupported:
             raise EngineBuildError(f"{onnx_path} has a deformable-convolution backbone ({', '.join(unsupported)}), and "
                                    "deformable convolution exists in TensorRT only as a built-in plugin, which TensorRT-RTX "
@@ -189,13 +190,14 @@ def _configure(tensorrt: TensorRT, builder: object, network: object,
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions = BuildOptions(),
                  progress: Callable[[str], None] = lambda message: None) -> dict:
-    """Build `engine_path` (and its sidecar) from a detrt ONNX; returns the sidecar."""
+    """Build `engine_path` (and its sidecar) from a detrt ONNX, its metadata and plugin nodes checked before
+    TensorRT sees it; returns the sidecar."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if not onnx_path.is_file():
-        raise MissingFileError(f"ONNX {onnx_path} does not exist; export one with `detrt export`")
-    metadata = read_metadata(onnx_path)
+    model = load_onnx(onnx_path, load_external_data=False)  # read once: metadata, plugin checks, flavour checks
+    metadata = read_metadata(model)
+    validate_plugin_graph(model)
     tensorrt = import_tensorrt(options.flavour)
-    _refuse_unsupported(tensorrt, onnx_path, options)
+    _refuse_unsupported(tensorrt, model, onnx_path, options)
     trt = tensorrt.module
     device = None if tensorrt.builds_without_gpu else open_device(0)
     environment = build_environment(tensorrt, device, options.compute_capabilities)
