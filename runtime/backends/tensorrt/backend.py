@@ -49,9 +49,10 @@ class TensorRTBackend:
         tensorrt = import_tensorrt(flavour(sidecar))
         trt = tensorrt.module
         self.cuda = _open_gpu(tensorrt, gpu_index(device))
-        check_sidecar(sidecar, run_environment(tensorrt, self.cuda), path)
+        environment = run_environment(tensorrt, self.cuda)
+        check_sidecar(sidecar, environment, path)
         self.metadata = ModelMetadata.from_props(sidecar["metadata_props"])
-        self.device = f"cuda:{gpu_index(device)} ({self.cuda.properties()[0]}, {self.cuda.library})"
+        self.device = f"cuda:{gpu_index(device)} ({environment['gpu']}, {self.cuda.library})"
         logger = trt.Logger(trt.Logger.WARNING)
         load_plugins(trt, logger, self.metadata.msda, options.plugin_lib)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())

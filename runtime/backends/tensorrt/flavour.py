@@ -124,12 +124,11 @@ def build_environment(trt: TensorRT, device: CudaDevice | None, targets: tuple[s
 
     Standard TensorRT: the GPU at hand (`device`). TensorRT-RTX: no GPU; `targets` (or RTX's default).
     """
-    environment = {"tensorrt_flavour": trt.flavour, "tensorrt_version": trt.version}
     if trt.builds_without_gpu:
-        return {**environment, "gpu": None, "compute_capability": None,
-                "compute_capabilities": list(targets or RTX_DEFAULT_TARGETS), "portable_default": not targets}
-    gpu, capability = device.properties()  # type: ignore[union-attr]
-    return {**environment, "gpu": gpu, "compute_capability": capability}
+        return {"tensorrt_flavour": trt.flavour, "tensorrt_version": trt.version, "gpu": None,
+                "compute_capability": None, "compute_capabilities": list(targets or RTX_DEFAULT_TARGETS),
+                "portable_default": not targets}
+    return run_environment(trt, device)  # type: ignore[arg-type]
 
 
 def run_environment(trt: TensorRT, device: CudaDevice) -> dict:
