@@ -28,7 +28,7 @@ import onnx
 from detrt.detectors.atomic import write_json_atomic
 from detrt.detectors.errors import InputError, MissingFileError
 from detrt.export import ModelMetadata, read_metadata
-from detrt.export.onnx_passes import plugin_nodes
+from detrt.export.onnx_passes import load_onnx, plugin_nodes
 
 from ..backends.base import INPUT_NAME, OUTPUT_NAMES
 from ..backends.tensorrt.flavour import RTX
@@ -86,7 +86,7 @@ def _settings(mode: str, **values: object) -> dict:
 
 
 def _onnx_source(path: Path) -> _Source:
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = load_onnx(path, load_external_data=False)
     metadata = read_metadata(proto)
     _, outputs, _ = graph_tensors(proto)
     scores = next((spec for spec in outputs if spec.name == "scores"), None)
@@ -145,7 +145,7 @@ def _network_graph(source: str, options: RepositoryOptions) -> tuple[onnx.ModelP
     if options.backend == "onnxruntime":
         if suffix not in ONNX_SUFFIXES or not path.is_file():
             raise InputError(f"--backend onnxruntime serves an ONNX written by `detrt export`, not {source!r}")
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = load_onnx(path, load_external_data=False)
         if plugin_nodes(proto):
             raise InputError(f"{source} has TensorRT plugin nodes, which Triton's ONNX Runtime backend cannot run: "
                              "export it with --msda portable, or serve it with --backend python")
@@ -170,7 +170,7 @@ def _network_graph(source: str, options: RepositoryOptions) -> tuple[onnx.ModelP
         from ..backends.tensorrt.plugins import LIBRARY_FILE, find_plugin_library
 
         files[LIBRARY_FILE] = find_plugin_library(options.plugin_lib)
-    return onnx.load(str(onnx_path), load_external_data=False), files, "tensorrt_plan"
+    return load_onnx(onnx_path, load_external_data=False), files, "tensorrt_plan"
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
