@@ -13,6 +13,9 @@ from detrt.plugins import LibraryNotFoundError
 from . import detector_commands, precision_commands, runtime_commands
 from .triton import commands as triton_commands
 
+# What the user can fix: printed as one line, exit 2.
+USER_ERRORS = (DetrtError, OSError, LibraryNotFoundError)
+
 # The one registry of commands: each module adds its subcommands (and their choices, from the
 # constants of the layer that owns them) with `register(sub)`.
 COMMAND_MODULES = (detector_commands, runtime_commands, precision_commands, triton_commands)
@@ -56,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         _exit_on_sigterm()
     try:
         result = handler(args)
-    except (DetrtError, OSError, LibraryNotFoundError) as error:  # the user's to fix; anything else is a bug
-        if _terminated:
+    except Exception as error:
+        if _terminated:  # SIGTERM, surfaced inside a library as its own error (e.g. ONNX Runtime's ImportError)
             return _TERMINATED
+        if not isinstance(error, USER_ERRORS):
+            raise  # a bug: its traceback
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"detrt {args.command}: error: {message}", file=sys.stderr)
         return 2
