@@ -58,6 +58,6 @@ def test_dry_run_plans_every_step_and_writes_nothing(wheel: Path, tmp_path: Path
     assert [line.split(":")[0] for line in steps] == [
         "step build", "step correctness vs float64", "step compute-sanitizer memcheck",
         "step compute-sanitizer racecheck", "step original kernel sources", "step R50 benchmark"]
-    assert "tests/test_msda_cuda.py" in steps[1] and "--tool racecheck" in steps[3]
+    assert "tests/plugins/test_msda_cuda.py" in steps[1] and "--tool racecheck" in steps[3]
     assert "--original-kernel" in steps[5] and str(out / "msda_gpu.md") in steps[5]
     assert not out.exists()
