@@ -6,6 +6,10 @@
 // softmax here). Then a group of lanes per head walks the samples, each lane owning 16 bytes of
 // channels (float4 or 8 halves) that it gathers with one vector load per corner. D in
 // {16, 32, 64} is specialised; other D, or unaligned tensors, use one warp per head.
+//
+// Small problems (the decoder: a few thousand heads) would leave most of the GPU idle and each
+// thread walking a long chain of dependent loads, so there every head gets several lane groups
+// in one warp ("sample groups"), each walking every groups-th sample, summed by warp shuffles.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -36,6 +40,9 @@ constexpr int kMinBlocks = 6;  // 1536 threads per SM (2048 on sm_80/90): at mos
 // level table, since static and dynamic shared memory share that budget.
 constexpr int kSharedBytes = 48 * 1024 - static_cast<int>(sizeof(Level)) * DETRT_MSDA_MAX_LEVELS;
 constexpr int kWarp = 32;
+// Sample groups are added while the problem has fewer lane threads than this per multiprocessor
+// (half of the 2048 an sm_80/90 multiprocessor holds).
+constexpr int kThreadsWantedPerMultiprocessor = 1024;
 
 // Everything a block needs besides the tensors; passed by value.
 struct Shape {
@@ -48,6 +55,7 @@ struct Shape {
   int num_points;
   int head_dim;
   int heads_per_block;
+  int sample_groups;  // lane groups per head (a power of two; 1 for the scalar form)
   int reference_dim;  // 0: plain form
 };
 
@@ -175,17 +183,21 @@ __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* 
 }
 
 // One head's output for the kCount channels of `lane`: one 16-byte load per corner and sample.
+// Lane group `group` of `groups` walks samples group, group + groups, ...; the groups of a head sit
+// kLanes threads apart in one warp and are summed by shuffles, which every thread of the block
+// makes (`active` is false for threads past the block's heads: they add zeros and store nothing).
 template <typename T, int kDim>
 __device__ void accumulate_vector(const Shape& s, const Pointers<T>& t, long long head, const Corners* corners,
-                                  int lane) {
+                                  int lane, int group, bool active) {
   constexpr int kCount = Vec<T>::kCount;
-  const int samples = s.num_levels * s.num_points;
+  constexpr int kLanes = kDim / kCount;
+  const int samples = active ? s.num_levels * s.num_points : 0;
   const long long m = head % s.num_heads;
   const long long n = head / s.num_heads / s.num_queries;
   const T* base = t.value + (n * s.num_values * s.num_heads + m) * kDim + lane * kCount;
   const long long stride = static_cast<long long>(s.num_heads) * kDim;
   float acc[kCount] = {};
-  for (int k = 0; k < samples; ++k) {
+  for (int k = group; k < samples; k += s.sample_groups) {
     const Corners c = corners[k];
     float sum[kCount] = {};
 #pragma unroll
@@ -204,7 +216,20 @@ __device__ void accumulate_vector(const Shape& s, const Pointers<T>& t, long lon
       acc[j] += sum[j];
     }
   }
-  Vec<T>::store(t.output + head * kDim + lane * kCount, acc);
+  if (s.sample_groups > 1) {
+    const unsigned warp_first = threadIdx.x & ~static_cast<unsigned>(kWarp - 1);
+    const unsigned present = min(static_cast<unsigned>(kWarp), blockDim.x - warp_first);
+    const unsigned mask = present == kWarp ? 0xffffffffu : (1u << present) - 1u;
+    for (int offset = kLanes; offset < kLanes * s.sample_groups; offset *= 2) {
+#pragma unroll
+      for (int j = 0; j < kCount; ++j) {
+        acc[j] += __shfl_xor_sync(mask, acc[j], offset);
+      }
+    }
+  }
+  if (active && group == 0) {
+    Vec<T>::store(t.output + head * kDim + lane * kCount, acc);
+  }
 }
 
 // Any D, any alignment: one warp per head, lanes over channels, scalar loads.
@@ -261,14 +286,15 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocks)
   fill_corners<T, kFused>(shape, pointers, levels, first_head, heads_here, table, stats);
 
   constexpr int kLanes = kDim > 0 ? kDim / Vec<T>::kCount : kWarp;
-  const int head = threadIdx.x / kLanes;
-  if (head >= heads_here) {
-    return;
-  }
+  const int head = threadIdx.x / (kLanes * shape.sample_groups);
   if constexpr (kDim > 0) {
-    accumulate_vector<T, kDim>(shape, pointers, first_head + head, table + head * row, threadIdx.x % kLanes);
+    const int group = threadIdx.x / kLanes % shape.sample_groups;
+    accumulate_vector<T, kDim>(shape, pointers, first_head + head, table + head * row, threadIdx.x % kLanes, group,
+                               head < heads_here);
   } else {
-    accumulate_scalar<T>(shape, pointers, first_head + head, table + head * row, threadIdx.x % kLanes);
+    if (head < heads_here) {
+      accumulate_scalar<T>(shape, pointers, first_head + head, table + head * row, threadIdx.x % kLanes);
+    }
   }
 }
 
@@ -278,8 +304,22 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   const bool fused = t.reference_dim != 0;
   const int row_bytes = (p.samples_per_head() + 1) * static_cast<int>(sizeof(Corners));
   const int head_bytes = row_bytes + (fused ? static_cast<int>(sizeof(float2)) : 0);
-  int heads_per_block = std::min(kBlockThreads / kLanes, kSharedBytes / head_bytes);
-  const int heads_per_warp = kWarp / kLanes > 0 ? kWarp / kLanes : 1;
+  int sample_groups = 1;
+  if (kDim > 0) {
+    int device = 0;
+    int multiprocessors = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      return DETRT_MSDA_ERROR_CUDA;
+    }
+    const long long wanted = static_cast<long long>(kThreadsWantedPerMultiprocessor) * multiprocessors;
+    while (kLanes * sample_groups * 2 <= kWarp && p.heads() * kLanes * sample_groups < wanted) {
+      sample_groups *= 2;
+    }
+  }
+  const int lanes_per_head = kLanes * sample_groups;
+  int heads_per_block = std::min(kBlockThreads / lanes_per_head, kSharedBytes / head_bytes);
+  const int heads_per_warp = kWarp / lanes_per_head > 0 ? kWarp / lanes_per_head : 1;
   if (heads_per_block >= heads_per_warp) {
     heads_per_block -= heads_per_block % heads_per_warp;  // whole warps
   }
@@ -302,12 +342,13 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   shape.num_points = p.num_points;
   shape.head_dim = p.head_dim;
   shape.heads_per_block = heads_per_block;
+  shape.sample_groups = sample_groups;
   shape.reference_dim = t.reference_dim;
   const Pointers<T> pointers{static_cast<const T*>(t.value), static_cast<const T*>(t.locations),
                              static_cast<const T*>(t.weights), static_cast<const T*>(t.reference),
                              static_cast<T*>(t.output)};
   const dim3 grid(static_cast<unsigned>(blocks));
-  const dim3 block(static_cast<unsigned>(heads_per_block * kLanes));
+  const dim3 block(static_cast<unsigned>(heads_per_block * lanes_per_head));
   const size_t shared = static_cast<size_t>(heads_per_block) * head_bytes;
   if (fused) {
     DETRT_MSDA_LAUNCH((msda_kernel<T, kDim, true>), grid, block, shared, stream)(shape, pointers);

@@ -66,6 +66,7 @@ inline __half2 __floats2half2_rn(float a, float b) { return {__float2half_rn(a),
 
 typedef void* cudaStream_t;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9, cudaErrorLaunchFailure = 4 };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 
 namespace detrt_emulation {
 
@@ -73,6 +74,9 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr unsigned long long kMaxGridX = 0x7fffffffULL;
 constexpr size_t kSharedLimit = 48 * 1024;  // static + dynamic, without cudaFuncSetAttribute opt-in
 constexpr size_t kCanary = 64;
+// Multiprocessors of the one emulated device: few, so that the test shapes take both launch
+// shapes of msda_cuda.cu (with and without sample groups).
+constexpr int kMultiprocessors = 2;
 
 inline thread_local uint3 thread_index;
 inline uint3 block_index;
@@ -80,6 +84,7 @@ inline dim3 block_dim;
 inline unsigned char* dynamic_shared = nullptr;
 inline cudaError_t last_error = cudaSuccess;
 inline size_t static_shared_bytes = 0;
+inline std::vector<float> shuffle_slots;  // one per thread of the running block
 
 // Block-wide barrier; a thread that returns drops out of it.
 class Barrier {
@@ -150,6 +155,7 @@ void run_grid(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared, A
   Barrier barrier(static_cast<unsigned>(threads));  // __syncthreads() within a block
   block_barrier = &barrier;
   block_dim = block;
+  shuffle_slots.assign(threads, 0.0f);
   // The threads of one block, reused block after block: thread 0 sets each block up and checks it.
   const auto worker = [&](unsigned t) {
     thread_index = {t % block.x, t / block.x % block.y, t / block.x / block.y};
@@ -210,6 +216,35 @@ Launch<Kernel> launch(Kernel kernel, dim3 grid, dim3 block, size_t shared) {
 #define blockIdx (::detrt_emulation::block_index)
 #define blockDim (::detrt_emulation::block_dim)
 inline void __syncthreads() { ::detrt_emulation::block_barrier->arrive_and_wait(); }
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device) {
+  if (attribute != cudaDevAttrMultiProcessorCount || device != 0) {
+    return cudaErrorInvalidConfiguration;
+  }
+  *value = ::detrt_emulation::kMultiprocessors;
+  return cudaSuccess;
+}
+// A warp shuffle, emulated with two block barriers: valid only when every thread of the block makes
+// the same shuffles (msda_cuda.cu does). It aborts where a GPU would be undefined: a partner outside
+// the block or the caller's warp, or a caller or partner missing from `mask`.
+inline float __shfl_xor_sync(unsigned mask, float value, int offset) {
+  const unsigned self = threadIdx.x;
+  const unsigned partner = self ^ static_cast<unsigned>(offset);
+  if (offset <= 0 || offset >= 32 || partner >= blockDim.x || partner / 32 != self / 32 ||
+      !(mask >> (self % 32) & 1u) || !(mask >> (partner % 32) & 1u)) {
+    std::fprintf(stderr, "bad __shfl_xor_sync: thread %u, offset %d, mask %08x, block of %u threads\n", self, offset,
+                 mask, blockDim.x);
+    std::abort();
+  }
+  ::detrt_emulation::shuffle_slots[self] = value;
+  __syncthreads();
+  const float result = ::detrt_emulation::shuffle_slots[partner];
+  __syncthreads();
+  return result;
+}
 inline cudaError_t cudaGetLastError() {
   const cudaError_t error = ::detrt_emulation::last_error;
   ::detrt_emulation::last_error = cudaSuccess;
