@@ -4,11 +4,16 @@
 - `calibrate_model`: FP32 export + images -> INT8 graph with explicit Q/DQ, a calibration cache, and
   optionally the sensitivity search that keeps the worst layers in float for an AP budget.
 """
-from .calibration_images import CalibrationDataError, list_images
+from .calibration_images import (
+           IMAGE_SUFFIXES,
+           CalibrationDataError,
+           list_images,
+           readable_images,
+)
 from .fp16 import KeepList, convert_fp16
 from .int8 import CalibrationCacheError
 from .model_files import PrecisionError
 from .pipeline import CalibrationSettings, calibrate_model
 
-__all__ = ["CalibrationCacheError", "CalibrationDataError", "CalibrationSettings", "KeepList", "PrecisionError",
-           "calibrate_model", "convert_fp16", "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "CalibrationCacheError", "CalibrationDataError", "CalibrationSettings", "KeepList",
+           "PrecisionError", "calibrate_model", "convert_fp16", "list_images", "readable_images"]

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from detrt.detectors.data.coco import CocoDataset
-from detrt.detectors.errors import DetrtError
-from detrt.detectors.data.images import read_image
+from detrt.detectors import CocoDataset, DetrtError, read_image
 from detrt.export import ModelMetadata
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from detrt.export import INPUT_NAME, create_session, infer_shapes
 from tqdm import tqdm
-
-from detrt.export import INPUT_NAME
-from detrt.export.onnx_passes import infer_shapes
-from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
 

@@ -25,15 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from detrt.detectors import DetrtError, InputError, temporary_folder, write_bytes_atomic
+from detrt.export import INPUT_NAME, ModelMetadata, create_session, plugin_nodes
 from onnx import numpy_helper, version_converter
 from tqdm import tqdm
-
-from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import DetrtError, InputError
-from detrt.detectors.tempfiles import temporary_folder
-from detrt.export import INPUT_NAME, ModelMetadata
-from detrt.export.onnx_passes import plugin_nodes
-from detrt.export.ort_plugins import create_session
 
 from .calibration_images import ImageBatches
 from .fp16 import KeepList, to_fp16

@@ -6,19 +6,19 @@ import dataclasses
 from pathlib import Path
 
 import onnx
-
-from detrt.detectors.errors import DetrtError, InputError
-from detrt.export import ModelMetadata, read_metadata
-from detrt.export.metadata import write_metadata
-from detrt.export.onnx_passes import (
+from detrt.detectors import DetrtError, InputError
+from detrt.export import (
+    ModelMetadata,
     finalize,
     infer_shapes,
     load_onnx,
+    read_metadata,
+    register_plugin_schemas,
     save_atomic,
     simplify,
+    validate_plugin_graph,
+    write_metadata,
 )
-from detrt.export.onnx_schemas import register_plugin_schemas
-from detrt.export.plugin_graph import validate_plugin_graph
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
-from detrt.detectors.data.images import read_image
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError, read_image
 
 from .calibration_images import ImageBatches, prepare
 from .int8 import Int8Report, calibrated_ranges, match_nodes, quantize, write_int8

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import torch
+from detrt.detectors import InputError
+from detrt.export import INPUT_NAME, create_session
 from torchvision.ops import box_iou
 from tqdm import tqdm
-
-from detrt.detectors.errors import InputError
-from detrt.export import INPUT_NAME
-from detrt.export.ort_plugins import create_session
 
 from .int8 import quantizable_nodes, quantize
 

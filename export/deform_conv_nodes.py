@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import torch
+from detrt.detectors import InputError
 from torch.onnx import symbolic_helper
-
-from detrt.detectors.errors import InputError
 
 from .msda_nodes import PluginNode
 from .plugin_mode import active_mode

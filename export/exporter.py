@@ -9,18 +9,26 @@ from pathlib import Path
 
 import onnx
 import torch
-
-from detrt.detectors import Detector, set_msda_impl
-from detrt.detectors.errors import DetrtError
-from detrt.detectors.limits import check_input_size
-from detrt.detectors.models.ms_deform_attn import MSDeformAttn
+from detrt.detectors import (
+    Detector,
+    DetrtError,
+    MSDeformAttn,
+    check_input_size,
+    set_msda_impl,
+)
 
 from . import onnx_passes
+from .deform_conv_nodes import register_deform_conv_symbolic
 from .export_module import INPUT_NAME, OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportModule
 from .metadata import ModelMetadata, describe_detector, write_metadata
+from .msda_nodes import (
+    DETRT_FUSED_PLUGIN,
+    MSDA_MODES,
+    PLUGIN_NODES,
+    check_msda_supported,
+    register_msda_symbolic,
+)
 from .onnx_schemas import register_plugin_schemas
-from .deform_conv_nodes import register_deform_conv_symbolic
-from .msda_nodes import DETRT_FUSED_PLUGIN, MSDA_MODES, PLUGIN_NODES, check_msda_supported, register_msda_symbolic
 from .plugin_mode import plugin_mode
 from .report import ExportReport
 

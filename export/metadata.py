@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from detrt.detectors import (
+    Detector,
+    DetrtError,
+    check_input_size,
+    normalize,
+    resize,
+    to_float_image,
+)
 from torch import Tensor, nn
-
-from detrt.detectors import Detector
-from detrt.detectors.errors import DetrtError
-from detrt.detectors.limits import check_input_size
-from detrt.detectors.preprocess import normalize, resize, to_float_image
 
 from .onnx_passes import load_onnx
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from detrt.detectors import InputError
 from torch.onnx import symbolic_helper
-
-from detrt.detectors.errors import InputError
 
 from .plugin_mode import active_mode
 

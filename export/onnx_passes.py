@@ -4,10 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+from detrt.detectors import InputError, MissingFileError, write_bytes_atomic
 from onnx import numpy_helper
-
-from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import InputError, MissingFileError
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, PLUGIN_NODES

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from detrt.detectors import DetrtError
 from onnx import numpy_helper
-
-from detrt.detectors.errors import DetrtError
 
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, MAX_LEVELS, NVIDIA_PLUGIN
 from .onnx_passes import constant_values

@@ -9,7 +9,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError
 
 PLUGIN_MODES = ("plugin", "nvidia")
 

@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from detrt.detectors.errors import DetrtError
+from detrt.detectors import DetrtError
 from detrt.plugins import LibraryNotFoundError
 
 from . import detector_commands, precision_commands, runtime_commands

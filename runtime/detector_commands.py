@@ -7,11 +7,8 @@ import importlib.metadata
 import platform
 import sys
 
-from detrt.detectors.architectures import all_architectures
-from detrt.detectors.architectures import names as architecture_names
-from detrt.detectors.errors import InputError
-from detrt.export import MSDA_MODES
-from detrt.export.exporter import DEFAULT_OPSET
+from detrt.detectors import InputError, all_architectures, architecture_names
+from detrt.export import DEFAULT_OPSET, MSDA_MODES
 
 
 def _version_of(package: str) -> str:
@@ -38,7 +35,7 @@ def inspect(args: argparse.Namespace) -> dict:
 
 def dataset_shapes(args: argparse.Namespace) -> dict:
     """Write the synthetic shapes dataset."""
-    from detrt.detectors.data.shapes_dataset import write_dataset
+    from detrt.detectors import write_dataset
 
     return {"annotations": str(write_dataset(args.out, args.num, args.seed))}
 
@@ -48,9 +45,8 @@ def train(args: argparse.Namespace) -> dict:
     from dataclasses import replace
     from pathlib import Path
 
-    from detrt.detectors import zoo
-    from detrt.detectors.training.train import TrainSettings
-    from detrt.detectors.training.train import train as run_training
+    from detrt.detectors import TrainSettings, zoo
+    from detrt.detectors import train as run_training
 
     entry = zoo.entry(args.zoo)
     settings = TrainSettings()
@@ -66,16 +62,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     import json
     from pathlib import Path
 
-    from detrt.detectors.evaluate import evaluate_detector
+    from detrt.detectors import evaluate_detector
 
     from .model import CHECKPOINT_SUFFIXES, open_model
 
     if Path(args.model).suffix.lower() in CHECKPOINT_SUFFIXES or not Path(args.model).suffix:
-        from detrt.detectors.zoo import (
-            open_model as open_detector,  # the Detector itself: its own pre-processing
-        )
+        from detrt.detectors import zoo
 
-        predict, backend, device = open_detector(args.model), "pytorch", "cpu"
+        predict, backend, device = zoo.open_model(args.model), "pytorch", "cpu"  # the Detector: its own pre-processing
     else:
         model = open_model(args.model, device=args.device, threads=args.threads)
         predict, backend, device = model.detect, model.backend.name, model.backend.device
@@ -87,7 +81,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    from detrt.detectors.limits import check_input_size
+    from detrt.detectors import check_input_size
 
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -106,12 +100,11 @@ def _parse_batch(text: str) -> int | None:
 
 def export(args: argparse.Namespace) -> dict:
     """Export a checkpoint, zoo model or HF model directory to ONNX."""
-    from detrt.detectors import from_hf, load
-    from detrt.detectors.zoo import load_zoo
+    from detrt.detectors import from_hf, load, zoo
     from detrt.export import ExportOptions, export_onnx
 
     if args.zoo:
-        detector = load_zoo(args.zoo)
+        detector = zoo.load_zoo(args.zoo)
     elif args.hf:
         detector = from_hf(args.hf)
     else:

@@ -1,7 +1,7 @@
 """Errors of the runtime that a user can fix; each message names the problem and the fix."""
 from __future__ import annotations
 
-from detrt.detectors.errors import DetrtError
+from detrt.detectors import DetrtError
 
 
 class DetrtRuntimeError(DetrtError, RuntimeError):

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from detrt.detectors import Detections, Detector
-from detrt.detectors.detector import as_image_tensor
-from detrt.detectors.errors import InputError, MissingFileError
+from detrt.detectors import (
+    Detections,
+    Detector,
+    InputError,
+    MissingFileError,
+    as_image_tensor,
+)
 
 from .backends.base import OUTPUT_NAMES, Backend
 
@@ -132,15 +135,14 @@ def open_model(source: str | Path | Detector, device: str = "cpu", threads: int 
         from .backends.tensorrt.backend import TensorRTBackend, TensorRTOptions
 
         return Model(TensorRTBackend(text, TensorRTOptions(device, plugin_lib, cuda_graph)))
-    from detrt.detectors.zoo import ENTRIES
-    from detrt.detectors.zoo import open_model as open_detector
+    from detrt.detectors import zoo
 
-    if text in ENTRIES or suffix in CHECKPOINT_SUFFIXES:
+    if text in zoo.ENTRIES or suffix in CHECKPOINT_SUFFIXES:
         if suffix and not Path(text).is_file():
             raise MissingFileError(f"checkpoint {text} does not exist")
         from .backends.torch_backend import TorchBackend, TorchOptions
 
-        return Model(TorchBackend(open_detector(text), TorchOptions(device, threads)))
-    raise InputError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(ENTRIES))}), a checkpoint "
+        return Model(TorchBackend(zoo.open_model(text), TorchOptions(device, threads)))
+    raise InputError(f"cannot tell how to run {text!r}: give a zoo name ({', '.join(sorted(zoo.ENTRIES))}), a checkpoint "
                      f"({'/'.join(CHECKPOINT_SUFFIXES)}), an ONNX ({'/'.join(ONNX_SUFFIXES)}) or a TensorRT engine "
                      f"({'/'.join(ENGINE_SUFFIXES)})")

@@ -15,16 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from detrt.calibrate import list_images, readable_images
+from detrt.detectors import (
+    CocoDataset,
+    Detections,
+    Detector,
+    InputError,
+    coco_metrics,
+    coco_results,
+    image_size,
+    read_image,
+)
 from polygraphy.comparator import Comparator, RunResults
 from polygraphy.logger import G_LOGGER
 from tqdm import tqdm
-
-from detrt.calibrate.calibration_images import list_images, readable_images
-from detrt.detectors import Detections, Detector
-from detrt.detectors.data.coco import CocoDataset
-from detrt.detectors.data.images import image_size, read_image
-from detrt.detectors.errors import InputError
-from detrt.detectors.evaluate import coco_metrics, coco_results
 
 from ..backends.base import INPUT_NAME
 from ..errors import DetrtRuntimeError

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-
-from detrt.detectors.evaluate import evaluate_detector
-from detrt.detectors.tempfiles import temporary_folder
+from detrt.detectors import evaluate_detector, temporary_folder
 
 from ..model import open_model
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detrt.detectors import InputError
 from polygraphy.comparator import SimpleCompareFunc
-
-from detrt.detectors.errors import InputError
 
 MIN_AP_IMAGES = 100
 

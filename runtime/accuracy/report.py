@@ -6,13 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from detrt.detectors import read_image, write_bytes_atomic, write_json_atomic
 
-from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
-from detrt.detectors.data.images import read_image
-
+from ..apps.drawing import draw_detections, save_image
 from .compare import CandidateResult, Comparison
 from .policy import MIN_AP_IMAGES
-from ..apps.drawing import draw_detections, save_image
 
 WORST_IMAGES = 6
 PANEL = 320  # pixels of the longer side of each drawn image

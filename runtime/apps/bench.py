@@ -15,9 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from detrt.detectors.atomic import write_bytes_atomic, write_json_atomic
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError, write_bytes_atomic, write_json_atomic
 
 from ..model import Model
 
@@ -56,7 +54,7 @@ def environment() -> dict:
 
 def bench_images(count: int) -> list[np.ndarray]:
     """`count` generated shapes images (RGB arrays of the dataset's varied sizes)."""
-    from detrt.detectors.data.shapes_dataset import render
+    from detrt.detectors import render
 
     return [np.asarray(render(0, index)[0]) for index in range(count)]
 

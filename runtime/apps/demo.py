@@ -12,9 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from detrt.detectors.atomic import write_json_atomic
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError, write_json_atomic
 
 from ..accuracy.agreement import compare_detections
 from ..errors import DetrtRuntimeError
@@ -72,8 +70,7 @@ def _candidate(detector: object, out: Path, count: int, progress: Callable[[str]
 def run_demo(out: str | Path = "detrt-demo", count: int = 8, conf: float = 0.5,
              progress: Callable[[str], None] = print) -> dict:
     """Export, run, compare and draw; writes OUT/images/*.png and OUT/summary.json, returns the summary."""
-    from detrt.detectors.data.shapes_dataset import render
-    from detrt.detectors.zoo import load_zoo
+    from detrt.detectors import render, zoo
 
     from .drawing import draw_detections, save_image
 
@@ -82,7 +79,7 @@ def run_demo(out: str | Path = "detrt-demo", count: int = 8, conf: float = 0.5,
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    detector = load_zoo(ZOO_NAME)
+    detector = zoo.load_zoo(ZOO_NAME)
     candidate = _candidate(detector, out, count, progress)
     reference = open_model(detector)
     images = [np.asarray(render(DEMO_SEED, index)[0]) for index in range(count)]

@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
-
-from detrt.detectors import Detections
-from detrt.detectors.errors import InputError
+from detrt.detectors import Detections, InputError
 
 from ..errors import SourceError
 from ..model import Model

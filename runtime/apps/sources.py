@@ -12,11 +12,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from detrt.calibrate.calibration_images import IMAGE_SUFFIXES
-from detrt.detectors.data.images import ImageReadError, read_image
-from detrt.detectors.errors import MissingFileError
-from detrt.detectors.limits import LimitError
+from detrt.calibrate import IMAGE_SUFFIXES
+from detrt.detectors import ImageReadError, LimitError, MissingFileError, read_image
 
 from ..errors import SourceError
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError
 from detrt.export import INPUT_NAME, OUTPUT_NAMES, ModelMetadata  # noqa: F401 (re-exported for the backends)
 
 

@@ -5,13 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from detrt.export import create_session, load_onnx, read_metadata
 
-from detrt.export import read_metadata
-from detrt.export.onnx_passes import load_onnx
-from detrt.export.ort_plugins import create_session
-
-from .base import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 from ..errors import BackendUnavailableError
+from .base import INPUT_NAME, OUTPUT_NAMES, BatchRange, gpu_index
 
 
 def providers_for(device: str) -> list[str | tuple[str, dict]]:

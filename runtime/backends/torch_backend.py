@@ -5,12 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from detrt.detectors import Detector
-from detrt.detectors.errors import InputError
-from detrt.export import ModelMetadata
-from detrt.export.export_module import OUTPUT_NAMES, ExportModule
-from detrt.export.metadata import describe_detector
+from detrt.detectors import Detector, InputError
+from detrt.export import OUTPUT_NAMES, ExportModule, ModelMetadata, describe_detector
 
 from ..errors import BackendUnavailableError
 from .base import BatchRange

@@ -17,10 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
-
-from detrt.detectors import Detections
-from detrt.detectors.detector import as_image_tensor
-from detrt.detectors.errors import InputError
+from detrt.detectors import Detections, InputError, as_image_tensor
 
 from ..errors import BackendUnavailableError, DetrtRuntimeError
 

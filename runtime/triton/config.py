@@ -8,8 +8,7 @@ import json
 from dataclasses import dataclass
 
 import onnx
-
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError
 
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                   onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32",

@@ -8,9 +8,7 @@ send a good one. Decoding is detrt's one image reader (`detrt.detectors.data.ima
 from __future__ import annotations
 
 import numpy as np
-
-from detrt.detectors.data.images import ImageReadError, image_size, read_image
-from detrt.detectors.limits import LimitError
+from detrt.detectors import ImageReadError, LimitError, image_size, read_image
 
 MAX_IMAGE_BYTES = 32 << 20  # 32 MiB of encoded image
 MAX_IMAGE_PIXELS = 40_000_000  # 40 megapixels: an 8K frame fits, a decompression bomb does not

@@ -16,9 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from detrt.detectors import Detections
-from detrt.detectors.errors import InputError
+from detrt.detectors import Detections, InputError
 from detrt.export import ModelMetadata
 
 from ..backends.base import INPUT_NAME, OUTPUT_NAMES, BatchRange

@@ -24,11 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-
-from detrt.detectors.atomic import write_json_atomic
-from detrt.detectors.errors import InputError, MissingFileError
-from detrt.export import ModelMetadata, read_metadata
-from detrt.export.onnx_passes import load_onnx, plugin_nodes
+from detrt.detectors import InputError, MissingFileError, write_json_atomic
+from detrt.export import ModelMetadata, load_onnx, plugin_nodes, read_metadata
 
 from ..backends.base import INPUT_NAME, OUTPUT_NAMES
 from ..backends.tensorrt.flavour import RTX

@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from detrt.detectors.atomic import write_json_atomic
+from detrt.detectors import write_json_atomic
 
 from ..errors import DetrtRuntimeError
 

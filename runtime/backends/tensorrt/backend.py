@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import InputError, MissingFileError
+from detrt.detectors import InputError, MissingFileError, write_bytes_atomic
 from detrt.export import ModelMetadata
 
 from ...errors import BackendUnavailableError, EngineMismatchError

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-
-from detrt.detectors.atomic import write_bytes_atomic
-from detrt.detectors.errors import InputError
-from detrt.export import NVIDIA_PLUGIN, read_metadata
-from detrt.export.deform_conv_nodes import DEFORM_CONV_PLUGIN
-from detrt.export.onnx_passes import load_onnx
-from detrt.export.plugin_graph import validate_plugin_graph
+from detrt.detectors import InputError, write_bytes_atomic
+from detrt.export import (
+    DEFORM_CONV_PLUGIN,
+    NVIDIA_PLUGIN,
+    load_onnx,
+    read_metadata,
+    validate_plugin_graph,
+)
 
 from ...errors import EngineBuildError
 from ..base import INPUT_NAME

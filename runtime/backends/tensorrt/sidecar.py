@@ -12,7 +12,8 @@ import json
 import shlex
 from pathlib import Path
 
-from detrt.detectors.atomic import write_json_atomic
+from detrt.detectors import write_json_atomic
+
 from ...errors import EngineMismatchError
 from .flavour import RTX, TENSORRT
 
