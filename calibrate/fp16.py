@@ -4,14 +4,16 @@ The conversion is ONNX Runtime's float16 converter (`onnxruntime.transformers.fl
 onnxconverter-common's and maintained in onnxruntime), installed with onnxruntime. Graph inputs and outputs stay
 float32 (casts inside), so the runtime contract is the same at every precision.
 
-Default keep list, decided from measurements on the shipped model (docs/precision.md):
-LayerNormalization (TensorRT warns that fp16 LayerNorm after attention can overflow; measured: no
-loss, slightly lower worst-case error). Plugin nodes become float16 like their neighbours (our
-TensorRT plugin has an fp16 kernel with float32 accumulation; ONNX Runtime runs them in float32 between
-casts, which is the same arithmetic). Presets can be added by name: ``plugins`` (plugin nodes in
-float32), ``sampling`` (the MSDA sampling-location arithmetic) and ``boxes`` (box refinement and
-decoding); measured on the shipped model they did not reduce the FP16 error, so they are not defaults.
-Given images, a range check (`fp16_ranges`) adds every node whose values float16 cannot hold.
+Default keep list (docs/precision.md has the measurements): LayerNormalization (TensorRT warns that
+fp16 LayerNorm after attention can overflow), and the MSDA sampling arithmetic with float32 samples:
+the nodes that compute sampling locations stay float32 and our plugin nodes take them (and the
+attention weights, reference points, offsets, logits) in float32 next to a float16 value, so no
+location is rounded to float16's 2^-11 relative step on its way into the kernel (0.5 px on a
+1,000-px level). The plugin nodes' value and output are float16 (our TensorRT plugin reads float16
+and accumulates in float32; ONNX Runtime runs them in float32 between casts, the same arithmetic).
+Presets can be added by name: ``plugins`` (plugin nodes entirely in float32) and ``boxes`` (box
+refinement and decoding). Given images, a range check (`fp16_ranges`) adds every node whose values
+float16 cannot hold.
 """
 from __future__ import annotations
 
@@ -22,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-
-from detrt.detectors.architectures import all_architectures
-from detrt.export.onnx_passes import element_types, plugin_nodes
+from detrt.detectors import all_architectures
+from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, element_types, plugin_nodes, register_plugin_schemas
 
 from .calibration_images import ImageBatches
 from .fp16_ranges import DEFAULT_LIMIT, activation_peaks, nodes_beyond
@@ -44,15 +45,16 @@ class KeepList:
     op_types: tuple[str, ...] = ()
     node_patterns: tuple[str, ...] = ()
     plugins: bool = False  # the plugin nodes (MSDA, DCN)
+    plugin_samples: bool = False  # our MSDA nodes take every input but value in float32
 
     @classmethod
     def default(cls) -> "KeepList":
-        """The measured default for DETR-family graphs."""
-        return cls(FP16_NORM_OPS)
+        """The default for DETR-family graphs: LayerNorm, and the sampling arithmetic with float32 samples."""
+        return cls(FP16_NORM_OPS) + PRESETS["sampling"]
 
     def __add__(self, other: "KeepList") -> "KeepList":
         return KeepList(self.op_types + other.op_types, self.node_patterns + other.node_patterns,
-                        self.plugins or other.plugins)
+                        self.plugins or other.plugins, self.plugin_samples or other.plugin_samples)
 
     @classmethod
     def parse(cls, entries: list[str], defaults: bool = True) -> "KeepList":
@@ -76,7 +78,8 @@ class KeepList:
                 or any(fnmatch.fnmatchcase(node.name, pattern) for pattern in self.node_patterns)]
 
 
-PRESETS = {"sampling": KeepList((), FP16_SAMPLING_NODES), "boxes": KeepList(FP16_BOX_OPS, FP16_BOX_NODES),
+PRESETS = {"sampling": KeepList((), FP16_SAMPLING_NODES, plugin_samples=True),
+           "boxes": KeepList(FP16_BOX_OPS, FP16_BOX_NODES),
            "layernorm": KeepList(FP16_NORM_OPS), "plugins": KeepList(plugins=True)}
 
 
@@ -141,9 +144,41 @@ def _drop_float16_round_trips(model: onnx.ModelProto) -> None:
     graph.node.extend(live)
 
 
+def _float32_plugin_samples(model: onnx.ModelProto) -> None:
+    """Give our MSDA plugin nodes with a float16 value every other float input in float32: the float32
+    tensor a converter Cast rounded, where there is one, else a Cast up (all inputs share one type)."""
+    register_plugin_schemas()
+    graph = model.graph
+    types = element_types(onnx.shape_inference.infer_shapes(model))
+    producer = {output: node for node in graph.node for output in node.output}
+    float16, float32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for node in [n for n in graph.node if n.op_type in (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name)]:
+        if types.get(node.input[0]) != float16:
+            continue
+        for position in range(3, len(node.input)):
+            name = node.input[position]
+            source = producer.get(name)
+            if types.get(name) == float32:
+                continue
+            if source is not None and _cast_to(source) == float16 and types.get(source.input[0]) == float32:
+                node.input[position] = source.input[0]
+            else:
+                node.input[position] = f"{name}/{node.name}/float32"
+                cast = onnx.helper.make_node("Cast", [name], [node.input[position]], to=float32,
+                                             name=f"{node.name}/sample{position}/float32")
+                graph.node.insert(list(graph.node).index(node), cast)
+    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    live = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
+    del graph.node[:]
+    graph.node.extend(live)
+
+
 def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
     """The FP16 version of `model` (float32 graph I/O), with `keep`'s nodes in float32."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     kept = keep.nodes(model)
     converted = convert_float_to_float16(onnx.ModelProto.FromString(model.SerializeToString()), keep_io_types=True,
@@ -151,6 +186,8 @@ def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
                                          node_block_list=[node.name for node in kept])
     _drop_duplicate_nodes(converted)
     _drop_float16_round_trips(converted)
+    if keep.plugin_samples and not keep.plugins:
+        _float32_plugin_samples(converted)
     return converted
 
 

@@ -12,9 +12,14 @@ from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, PluginN
 
 _LEVELS = (("value", "T", "(N, S, M, D)"), ("spatial_shapes", "I", "(L, 2) rows (H, W)"),
            ("level_start_index", "I", "(L,)"))
-_INPUTS = _LEVELS + (("sampling_locations", "T", "(N, Lq, M, L, P, 2)"), ("attention_weights", "T", "(N, Lq, M, L, P)"))
-_FUSED_INPUTS = _LEVELS + (("reference_points", "T", "(N, Lq, L, 2 or 4)"),
-                           ("sampling_offsets", "T", "(N, Lq, M, L, P, 2)"), ("attention_logits", "T", "(N, Lq, M, L*P)"))
+# Our plugin nodes take the other float inputs in value's type or, with a float16 value, in float32
+# ("S"; the plugin refuses float32 value with float16 samples). NVIDIA's takes one type for all.
+_INPUTS = _LEVELS + (("sampling_locations", "S", "(N, Lq, M, L, P, 2)"), ("attention_weights", "S", "(N, Lq, M, L, P)"))
+_NVIDIA_INPUTS = _LEVELS + (("sampling_locations", "T", "(N, Lq, M, L, P, 2)"),
+                            ("attention_weights", "T", "(N, Lq, M, L, P)"))
+_FUSED_INPUTS = _LEVELS + (("reference_points", "S", "(N, Lq, L, 2 or 4)"),
+                           ("sampling_offsets", "S", "(N, Lq, M, L, P, 2)"), ("attention_logits", "S", "(N, Lq, M, L*P)"))
+_FLOATS = ["tensor(float)", "tensor(float16)"]
 
 
 def _dim(source: onnx.TypeProto, index: int) -> onnx.TensorShapeProto.Dimension | None:
@@ -43,8 +48,9 @@ def _schema(node: PluginNode, output_shape: str, inputs: tuple = _INPUTS) -> OpS
         node.name, node.domain, 1, f"Multi-scale deformable attention, TensorRT plugin {node.name} v{node.version}.",
         inputs=[OpSchema.FormalParameter(name, type_str, doc) for name, type_str, doc in inputs],
         outputs=[OpSchema.FormalParameter("output", "T", output_shape)],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "value, locations, weights, output"),
-                          ("I", ["tensor(int32)"], "level table")],
+        type_constraints=[("T", _FLOATS, "value and output"), ("I", ["tensor(int32)"], "level table")]
+        + ([("S", _FLOATS, "the other float inputs: T, or float32 with a float16 T")]
+           if any(type_str == "S" for _, type_str, _ in inputs) else []),
         attributes=[OpSchema.Attribute("plugin_version", OpSchema.AttrType.STRING, "plugin version", required=False),
                     OpSchema.Attribute("plugin_namespace", OpSchema.AttrType.STRING, "plugin namespace",
                                        required=False),
@@ -87,7 +93,7 @@ def register_plugin_schemas() -> None:
     """Register the schemas of the plugin nodes: MSDA (ours, NVIDIA's) and NVIDIA's DCNv2 (once)."""
     schemas = [(DETRT_PLUGIN, lambda: _schema(DETRT_PLUGIN, "(N, Lq, M*D)")),
                (DETRT_FUSED_PLUGIN, lambda: _schema(DETRT_FUSED_PLUGIN, "(N, Lq, M*D)", _FUSED_INPUTS)),
-               (NVIDIA_PLUGIN, lambda: _schema(NVIDIA_PLUGIN, "(N, Lq, M, D)")),
+               (NVIDIA_PLUGIN, lambda: _schema(NVIDIA_PLUGIN, "(N, Lq, M, D)", _NVIDIA_INPUTS)),
                (DEFORM_CONV_PLUGIN, _deform_conv_schema)]
     for node, make in schemas:
         if not onnx.defs.has(node.name, node.domain):

@@ -8,7 +8,8 @@ moved to that domain; the file on disk keeps the domain TensorRT expects.
 
 Plugin nodes of FP16 graphs run the same C kernel between casts (float16 inputs widened to float32,
 the output rounded to float16 once): the arithmetic of the CUDA kernel's fp16 path, which reads
-float16, accumulates in float32 and rounds the output once.
+float16, accumulates in float32 and rounds the output once. Mixed-precision nodes (float16 value,
+float32 locations and weights) keep their float32 inputs as they are, as the kernel reads them.
 """
 from __future__ import annotations
 
@@ -114,21 +115,22 @@ def _as_deform_conv(node: onnx.NodeProto) -> None:
         onnx.helper.make_attribute("offset_group", attrs.get("deformable_group", 1))])
 
 
-def _float16_plugin_nodes(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+def _element_types(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:
     types = element_types(model)
-    if any(node.input[0] not in types for node in nodes):
+    if any(name not in types for node in nodes for name in node.input):
         register_plugin_schemas()
         types = element_types(onnx.shape_inference.infer_shapes(model))
-    return [node for node in nodes if types.get(node.input[0]) == onnx.TensorProto.FLOAT16]
+    return types
 
 
-def _run_in_float32(graph: onnx.GraphProto, node: onnx.NodeProto) -> None:
-    """Cast `node`'s float16 inputs to float32 and its output back to float16 (int32 level inputs stay)."""
+def _run_in_float32(graph: onnx.GraphProto, node: onnx.NodeProto, types: dict[str, int]) -> None:
+    """Cast `node`'s float16 inputs to float32 and its output back to float16 (int32 level inputs, and
+    the float32 inputs of a mixed-precision node, stay)."""
     float16, float32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     index = list(graph.node).index(node)
     casts = []
     for position, name in enumerate(node.input):
-        if position not in _LEVEL_INPUTS:
+        if position not in _LEVEL_INPUTS and types.get(name) == float16:
             node.input[position] = f"{name}/{node.name}/float32"
             casts.append(onnx.helper.make_node("Cast", [name], [node.input[position]], to=float32,
                                                name=f"{node.name}/input{position}/float32"))
@@ -146,8 +148,9 @@ def contrib_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     ONNX DeformConv."""
     model = copy.deepcopy(model)
     nodes = [node for node in plugin_nodes(model) if node.op_type != DEFORM_CONV_PLUGIN.name]
-    for node in _float16_plugin_nodes(model, nodes):
-        _run_in_float32(model.graph, node)
+    types = _element_types(model, nodes)
+    for node in [node for node in nodes if types.get(node.input[0]) == onnx.TensorProto.FLOAT16]:
+        _run_in_float32(model.graph, node, types)
     for node in plugin_nodes(model):
         if node.op_type == DEFORM_CONV_PLUGIN.name:
             _as_deform_conv(node)

@@ -1,7 +1,9 @@
 """MSDA through libdetrt_plugins for CPU and CUDA torch tensors (fp32, fp16).
 
-`forward` takes the five inputs of the op (msda-spec.md); `forward_fused` takes reference points,
-raw offsets and pre-softmax logits and computes the locations and the softmax in the kernel.
+`forward` takes the five inputs of the op (plugins/msda_kernels/README.md); `forward_fused` takes
+reference points, raw offsets and pre-softmax logits and computes the locations and the softmax in the
+kernel. The float inputs share value's dtype, except that a float16 value may come with float32
+locations, weights, reference points, offsets and logits (mixed precision: the output is float16).
 Shapes that the library cannot see (tensor sizes) are checked here; the level table is checked
 by the library, whose error codes become ValueError.
 """
@@ -15,6 +17,7 @@ from torch import Tensor
 from .library import Problem, check, load_library
 
 DTYPES = {torch.float32: 0, torch.float16: 1}
+FLOAT16_FLOAT32 = 2  # detrt_msda_dtype: float16 value and output, float32 sample tensors
 INDEX_DTYPES = {torch.int32: 0, torch.int64: 1}
 
 
@@ -64,12 +67,16 @@ def _run(entry: str, value: Tensor, spatial_shapes: Tensor, level_start_index: T
         raise ValueError(f"value must be float32 or float16, got {value.dtype}")
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"tensors must be on CPU or CUDA, got {value.device}")
-    floats = [value, samples, weights] + ([reference] if reference is not None else [])
-    if any(t.dtype != value.dtype or t.device != value.device for t in floats):
-        raise ValueError("all float inputs must share value's dtype and device, got "
-                         f"{[(t.dtype, str(t.device)) for t in floats]}")
+    floats = [samples, weights] + ([reference] if reference is not None else [])
+    sample_dtypes = {value.dtype} | ({torch.float32} if value.dtype == torch.float16 else set())
+    if (any(t.device != value.device for t in floats) or len({t.dtype for t in floats}) != 1
+            or floats[0].dtype not in sample_dtypes):
+        raise ValueError("the float inputs must be on value's device and share value's dtype (a float16 value may "
+                         "take float32 locations, weights and references), got value "
+                         f"{value.dtype} and {[(t.dtype, str(t.device)) for t in floats]}")
+    dtype = FLOAT16_FLOAT32 if floats[0].dtype != value.dtype else DTYPES[value.dtype]
     shapes, starts = _host_indices(spatial_shapes, level_start_index, levels)
-    problem = Problem(n, s, m, d, lq, levels, points, DTYPES[value.dtype], INDEX_DTYPES[shapes.dtype],
+    problem = Problem(n, s, m, d, lq, levels, points, dtype, INDEX_DTYPES[shapes.dtype],
                       shapes.data_ptr(), starts.data_ptr())
     value, samples, weights = value.contiguous(), samples.contiguous(), weights.contiguous()
     output = value.new_empty((n, lq, m * d))

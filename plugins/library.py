@@ -17,7 +17,7 @@ from pathlib import Path
 
 ENV_VAR = "DETRT_PLUGIN_LIB"
 TENSORRT_ENV_VAR = "DETRT_TRT_PLUGIN_LIB"
-ABI_VERSION = 100  # DETRT_MSDA_VERSION of plugins/msda_kernels/detrt_msda.h that this module mirrors
+ABI_VERSION = 200  # DETRT_MSDA_VERSION of plugins/msda_kernels/detrt_msda.h that this module mirrors
 BUILD_COMMAND = "python3 -m pip install -e ."
 PLATFORM_FILES = {"win32": "detrt_plugins.dll", "darwin": "libdetrt_plugins.dylib"}
 LIBRARY_FILE = PLATFORM_FILES.get(sys.platform, "libdetrt_plugins.so")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detrt.detectors.errors import InputError
+from detrt.detectors import InputError
 
 from .errors import DetrtRuntimeError
 
@@ -16,7 +16,7 @@ class ComparisonFailedError(DetrtRuntimeError):
 
 def _images(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
     """The readable images of --images/--coco (first --num); bad ones skipped, counted and logged unless --strict."""
-    from detrt.calibrate.calibration_images import list_images, readable_images
+    from detrt.calibrate import list_images, readable_images
 
     images, skipped = readable_images(list_images(args.images, args.coco, args.num), strict=args.strict)
     for skip in skipped:
@@ -26,7 +26,7 @@ def _images(args: argparse.Namespace) -> tuple[list[Path], list[str]]:
 
 def convert(args: argparse.Namespace) -> dict:
     """FP32 export -> strongly typed FP16 graph with a keep-in-FP32 list."""
-    from detrt.calibrate.fp16 import KeepList, convert_fp16
+    from detrt.calibrate import KeepList, convert_fp16
 
     keep = KeepList.parse(args.keep_fp32 or [], defaults=not args.no_default_keep)
     images, skipped = _images(args) if args.images or args.coco else (None, [])
@@ -37,7 +37,7 @@ def convert(args: argparse.Namespace) -> dict:
 
 def calibrate(args: argparse.Namespace) -> dict:
     """FP32 export + calibration images -> INT8 Q/DQ graph (and calibration cache)."""
-    from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
+    from detrt.calibrate import CalibrationSettings, calibrate_model
 
     images, skipped = _images(args)
     val_coco = args.val_coco or args.coco
@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "node-name pattern "
                              "('/model/*/Log*'); repeatable")
     parser.add_argument("--no-default-keep", action="store_true",
-                        help="drop the default keep list (LayerNormalization)")
+                        help="drop the default keep list (LayerNormalization, and the MSDA sampling arithmetic "
+                             "with float32 plugin samples)")
     check = parser.add_argument_group("range check: keep in FP32 every node that reads or writes a value beyond "
                                       "--fp16-limit on these images (recommended)")
     check.add_argument("--images", help="a folder of RGB images like those the model will see")

@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 /* Version of this ABI: major * 10000 + minor * 100 + patch. */
-#define DETRT_MSDA_VERSION 100
+#define DETRT_MSDA_VERSION 200
 
 /* Most levels one problem may have (the CUDA kernels pass the level table by value). */
 #define DETRT_MSDA_MAX_LEVELS 16
@@ -41,9 +41,13 @@ typedef enum detrt_msda_status {
   DETRT_MSDA_ERROR_OUT_OF_MEMORY = 12          /* CPU: host scratch memory could not be allocated */
 } detrt_msda_status;
 
+/* Storage types of the float tensors; coordinates and accumulation are fp32 in every case. */
 typedef enum detrt_msda_dtype {
-  DETRT_MSDA_FLOAT32 = 0,
-  DETRT_MSDA_FLOAT16 = 1 /* IEEE binary16 storage; coordinates and accumulation in fp32 */
+  DETRT_MSDA_FLOAT32 = 0, /* every float tensor float32 */
+  DETRT_MSDA_FLOAT16 = 1, /* every float tensor IEEE binary16 */
+  DETRT_MSDA_FLOAT16_FLOAT32 = 2 /* value and output float16; sampling locations or offsets, attention
+                                    weights or logits and reference points float32 (an FP16 graph
+                                    that keeps its location arithmetic in float32) */
 } detrt_msda_dtype;
 
 typedef enum detrt_msda_index_dtype {
@@ -62,14 +66,14 @@ typedef struct detrt_msda_problem {
   int64_t num_queries;/* Lq */
   int64_t num_levels; /* L, 1 .. DETRT_MSDA_MAX_LEVELS */
   int64_t num_points; /* P */
-  int32_t dtype;      /* detrt_msda_dtype of value, locations/offsets/references, weights/logits, output */
+  int32_t dtype;      /* detrt_msda_dtype: the storage of value and output, and of the other float inputs */
   int32_t index_dtype;/* detrt_msda_index_dtype of spatial_shapes and level_start_index */
   const void* spatial_shapes;
   const void* level_start_index;
 } detrt_msda_problem;
 
 /* output (N, Lq, M*D) = MSDA(value (N, S, M, D), sampling_locations (N, Lq, M, L, P, 2) with
- * (x, y) in [0, 1], attention_weights (N, Lq, M, L, P)), all of problem->dtype.
+ * (x, y) in [0, 1], attention_weights (N, Lq, M, L, P)), stored as problem->dtype says.
  * num_threads <= 0 uses std::thread::hardware_concurrency(). */
 DETRT_MSDA_API detrt_msda_status detrt_msda_forward_cpu(const detrt_msda_problem* problem, const void* value,
                                                         const void* sampling_locations,

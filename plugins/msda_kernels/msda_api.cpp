@@ -83,7 +83,7 @@ const char* detrt_msda_error_string(int status) {
     case DETRT_MSDA_ERROR_INVALID_LEVEL_START:
       return "level_start_index is not the exclusive prefix sum of H_l * W_l";
     case DETRT_MSDA_ERROR_UNSUPPORTED_DTYPE:
-      return "unsupported dtype: expected float32 or float16";
+      return "unsupported dtype: expected float32, float16, or float16 value with float32 samples";
     case DETRT_MSDA_ERROR_UNSUPPORTED_INDEX_DTYPE:
       return "unsupported index dtype: expected int32 or int64";
     case DETRT_MSDA_ERROR_INVALID_REFERENCE_DIM:

@@ -41,22 +41,32 @@ struct Scratch {
   std::vector<T> zeros;            // D: what an outside corner reads
 };
 
+// The tensors of one call: value and output of type T; the sample tensors (locations or offsets,
+// weights or logits, reference points) of type T too, or float where problem.float_samples().
 template <typename T>
 struct Job {
   const Problem& problem;
   const T* value;
-  const T* locations;
-  const T* weights;
-  const T* reference;
+  const void* locations;
+  const void* weights;
+  const void* reference;
   int reference_dim;
   T* output;
 };
 
-// Softmax of one head's L*P logits into `exps` (exp(l - max) / sum, as torch.softmax).
+// Element i of one of the job's sample tensors, as float.
 template <typename T>
-void softmax(const T* logits, int count, float* exps) {
+inline float sample_at(const Job<T>& job, const void* tensor, long long i) {
+  return job.problem.float_samples() ? static_cast<const float*>(tensor)[i]
+                                     : static_cast<float>(static_cast<const T*>(tensor)[i]);
+}
+
+// Softmax of the L*P logits of one head, starting at element `first` of job.weights, into `exps`
+// (exp(l - max) / sum, as torch.softmax).
+template <typename T>
+void softmax(const Job<T>& job, long long first, int count, float* exps) {
   for (int k = 0; k < count; ++k) {  // widened first: GCC 12 for aarch64 fails on an __fp16 max reduction
-    exps[k] = static_cast<float>(logits[k]);
+    exps[k] = sample_at(job, job.weights, first + k);
   }
   float maximum = exps[0];
   for (int k = 1; k < count; ++k) {
@@ -81,25 +91,25 @@ int gather_corners(const Job<T>& job, long long head, Scratch<T>& scratch, Corne
   const int samples = p.samples_per_head();
   const long long first = head * samples;
   if (job.reference_dim != 0) {
-    softmax(job.weights + first, samples, scratch.exps.data());
+    softmax(job, first, samples, scratch.exps.data());
   }
   int count = 0;
   for (int k = 0; k < samples; ++k) {
     const int l = k / p.num_points;
-    float x = static_cast<float>(job.locations[2 * (first + k)]);
-    float y = static_cast<float>(job.locations[2 * (first + k) + 1]);
+    float x = sample_at(job, job.locations, 2 * (first + k));
+    float y = sample_at(job, job.locations, 2 * (first + k) + 1);
     float attention;
     if (job.reference_dim != 0) {
       const long long nq = static_cast<long long>(n) * p.num_queries + q;
-      const T* source = job.reference + (nq * p.num_levels + l) * job.reference_dim;
+      const long long source = (nq * p.num_levels + l) * job.reference_dim;
       float reference[4];
       for (int i = 0; i < job.reference_dim; ++i) {
-        reference[i] = static_cast<float>(source[i]);
+        reference[i] = sample_at(job, job.reference, source + i);
       }
       fused_location(reference, job.reference_dim, x, y, p.num_points, p.levels[l], x, y);
       attention = scratch.exps[k];
     } else {
-      attention = static_cast<float>(job.weights[first + k]);
+      attention = sample_at(job, job.weights, first + k);
     }
     count += bilinear_corners(x, y, attention, p.levels[l], corners[count]) ? 1 : 0;
   }
@@ -312,13 +322,8 @@ detrt_msda_status run(const Job<T>& job, int num_threads) {
 
 template <typename T>
 detrt_msda_status dispatch(const Problem& problem, const Tensors& tensors, int num_threads) {
-  const Job<T> job{problem,
-                   static_cast<const T*>(tensors.value),
-                   static_cast<const T*>(tensors.locations),
-                   static_cast<const T*>(tensors.weights),
-                   static_cast<const T*>(tensors.reference),
-                   tensors.reference_dim,
-                   static_cast<T*>(tensors.output)};
+  const Job<T> job{problem,         static_cast<const T*>(tensors.value), tensors.locations, tensors.weights,
+                   tensors.reference, tensors.reference_dim,                 static_cast<T*>(tensors.output)};
   switch (problem.head_dim) {
     case 16:
       return run<T, 16>(job, num_threads);
@@ -337,8 +342,8 @@ detrt_msda_status forward_cpu(const Problem& problem, const Tensors& tensors, in
   if (problem.heads() == 0) {
     return DETRT_MSDA_SUCCESS;
   }
-  return problem.dtype == DETRT_MSDA_FLOAT16 ? dispatch<Half>(problem, tensors, num_threads)
-                                             : dispatch<float>(problem, tensors, num_threads);
+  return problem.half_value() ? dispatch<Half>(problem, tensors, num_threads)
+                              : dispatch<float>(problem, tensors, num_threads);
 }
 
 }  // namespace msda

@@ -59,18 +59,26 @@ struct Shape {
   int reference_dim;  // 0: plain form
 };
 
+// value and output of type T; the sample tensors of type T too, or float where `float_samples`.
 template <typename T>
 struct Pointers {
   const T* __restrict__ value;
-  const T* __restrict__ locations;  // fused: offsets
-  const T* __restrict__ weights;    // fused: logits
-  const T* __restrict__ reference;
+  const void* __restrict__ locations;  // fused: offsets
+  const void* __restrict__ weights;    // fused: logits
+  const void* __restrict__ reference;
   T* __restrict__ output;
+  bool float_samples;
 };
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ void from_float(float v, float* out) { *out = v; }
+
+// Element i of one of the sample tensors, as float.
+template <typename T>
+__device__ __forceinline__ float sample_at(const Pointers<T>& t, const void* tensor, long long i) {
+  return t.float_samples ? static_cast<const float*>(tensor)[i] : to_float(static_cast<const T*>(tensor)[i]);
+}
 __device__ __forceinline__ void from_float(float v, __half* out) { *out = __float2half_rn(v); }
 
 // 16 bytes of channels: 4 floats or 8 halves.
@@ -125,7 +133,7 @@ __device__ void softmax_stats(const Shape& s, const Pointers<T>& t, long long fi
   const int row = samples + 1;
   for (int i = threadIdx.x; i < heads_here * samples; i += blockDim.x) {
     const int head = i / samples;
-    table[head * row + i % samples].weight[0] = to_float(t.weights[first_head * samples + i]);
+    table[head * row + i % samples].weight[0] = sample_at(t, t.weights, first_head * samples + i);
   }
   __syncthreads();
   if (threadIdx.x < heads_here) {
@@ -156,22 +164,22 @@ __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* 
     const int k = i % samples;
     const Level& level = levels[k / s.num_points];
     const long long sample = first_head * samples + i;
-    float x = to_float(t.locations[2 * sample]);
-    float y = to_float(t.locations[2 * sample + 1]);
+    float x = sample_at(t, t.locations, 2 * sample);
+    float y = sample_at(t, t.locations, 2 * sample + 1);
     float attention;
     Corners& slot = table[head * row + k];
     if constexpr (kFused) {
       const long long nq = first_nq + (first_m + head) / s.num_heads;
-      const T* source = t.reference + (nq * s.num_levels + k / s.num_points) * s.reference_dim;
-      float reference[4] = {to_float(source[0]), to_float(source[1]), 0.0f, 0.0f};
+      const long long source = (nq * s.num_levels + k / s.num_points) * s.reference_dim;
+      float reference[4] = {sample_at(t, t.reference, source), sample_at(t, t.reference, source + 1), 0.0f, 0.0f};
       if (s.reference_dim == 4) {
-        reference[2] = to_float(source[2]);
-        reference[3] = to_float(source[3]);
+        reference[2] = sample_at(t, t.reference, source + 2);
+        reference[3] = sample_at(t, t.reference, source + 3);
       }
       fused_location(reference, s.reference_dim, x, y, s.num_points, level, x, y);
       attention = expf(slot.weight[0] - stats[head].x) / stats[head].y;
     } else {
-      attention = to_float(t.weights[sample]);
+      attention = sample_at(t, t.weights, sample);
     }
     Corners corners;
     if (!bilinear_corners(x, y, attention, level, corners)) {
@@ -344,9 +352,8 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   shape.heads_per_block = heads_per_block;
   shape.sample_groups = sample_groups;
   shape.reference_dim = t.reference_dim;
-  const Pointers<T> pointers{static_cast<const T*>(t.value), static_cast<const T*>(t.locations),
-                             static_cast<const T*>(t.weights), static_cast<const T*>(t.reference),
-                             static_cast<T*>(t.output)};
+  const Pointers<T> pointers{static_cast<const T*>(t.value), t.locations, t.weights, t.reference,
+                             static_cast<T*>(t.output), p.float_samples()};
   const dim3 grid(static_cast<unsigned>(blocks));
   const dim3 block(static_cast<unsigned>(heads_per_block * lanes_per_head));
   const size_t shared = static_cast<size_t>(heads_per_block) * head_bytes;
@@ -384,8 +391,8 @@ detrt_msda_status forward_cuda(const Problem& problem, const Tensors& tensors, v
     return DETRT_MSDA_SUCCESS;
   }
   const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
-  return problem.dtype == DETRT_MSDA_FLOAT16 ? dispatch<__half>(problem, tensors, cuda_stream)
-                                             : dispatch<float>(problem, tensors, cuda_stream);
+  return problem.half_value() ? dispatch<__half>(problem, tensors, cuda_stream)
+                              : dispatch<float>(problem, tensors, cuda_stream);
 }
 
 bool cuda_built() { return true; }

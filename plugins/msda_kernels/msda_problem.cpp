@@ -62,7 +62,7 @@ detrt_msda_status validate_problem(const detrt_msda_problem* problem, Problem& o
     return DETRT_MSDA_ERROR_NULL_POINTER;
   }
   const detrt_msda_problem& p = *problem;
-  if (p.dtype != DETRT_MSDA_FLOAT32 && p.dtype != DETRT_MSDA_FLOAT16) {
+  if (p.dtype != DETRT_MSDA_FLOAT32 && p.dtype != DETRT_MSDA_FLOAT16 && p.dtype != DETRT_MSDA_FLOAT16_FLOAT32) {
     return DETRT_MSDA_ERROR_UNSUPPORTED_DTYPE;
   }
   if (p.index_dtype != DETRT_MSDA_INT32 && p.index_dtype != DETRT_MSDA_INT64) {

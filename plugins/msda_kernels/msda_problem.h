@@ -17,6 +17,10 @@ struct Problem {
   int num_levels;
   int num_points;
   detrt_msda_dtype dtype;
+
+  bool half_value() const { return dtype != DETRT_MSDA_FLOAT32; }
+  // Locations/offsets, weights/logits and reference points in float32 (else in the value's type).
+  bool float_samples() const { return dtype != DETRT_MSDA_FLOAT16; }
   Level levels[DETRT_MSDA_MAX_LEVELS];
 
   long long heads() const { return static_cast<long long>(batch) * num_queries * num_heads; }

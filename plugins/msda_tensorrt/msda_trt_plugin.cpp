@@ -66,6 +66,9 @@ const char* type_name(DataType type) {
 
 bool is_index_input(int input) { return input == 1 || input == 2; }
 
+// Inputs from here on are the float tensors besides value (both forms).
+constexpr int kFirstSampleInput = 3;
+
 // "input 3 (sampling_locations) axis 5".
 std::string where(const PluginForm& form, Axis a) {
   return format("input %d (%s) axis %d", a.input, form.input_names[a.input], a.axis);
@@ -161,6 +164,13 @@ std::string check_inputs(const PluginForm& form, const Dims* dims, int32_t count
   return {};
 }
 
+// A float input after the level table (locations or reference points, weights, offsets, logits) has
+// the type of the first of them, which is value's type or, with a float16 value, float32.
+bool sample_type_ok(DataType value, DataType first_sample, DataType type) {
+  const bool first_ok = first_sample == value || (value == DataType::kHALF && first_sample == DataType::kFLOAT);
+  return first_ok && type == first_sample;
+}
+
 std::string check_types(const PluginForm& form, const DataType* types, int32_t count) {
   if (count != form.num_inputs) {
     return format("expects %d inputs, got %d", form.num_inputs, count);
@@ -172,9 +182,11 @@ std::string check_types(const PluginForm& form, const DataType* types, int32_t c
     if (is_index_input(i) && types[i] != DataType::kINT32) {
       return format("%s must be int32 (cast it in the graph), got %s", form.input_names[i], type_name(types[i]));
     }
-    if (!is_index_input(i) && types[i] != types[0]) {
-      return format("%s must have the type of value (%s), got %s", form.input_names[i], type_name(types[0]),
-                    type_name(types[i]));
+    if (!is_index_input(i) && !sample_type_ok(types[0], types[kFirstSampleInput], types[i])) {
+      return format("%s must have the type of value (%s), or float32 with a float16 value like every other float "
+                    "input; got %s with %s %s",
+                    form.input_names[i], type_name(types[0]), type_name(types[i]),
+                    form.input_names[kFirstSampleInput], type_name(types[kFirstSampleInput]));
     }
   }
   return {};
@@ -301,7 +313,10 @@ bool MsdaPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicP
   if (pos == 0) {
     return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
   }
-  return desc.type == inOut[0].desc.type;
+  if (pos == nbInputs) {
+    return desc.type == inOut[0].desc.type;  // the output has value's type
+  }
+  return sample_type_ok(inOut[0].desc.type, inOut[kFirstSampleInput].desc.type, desc.type);
 }
 
 int32_t MsdaPlugin::getNbOutputs() const noexcept { return 1; }
@@ -366,7 +381,9 @@ int32_t MsdaPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
                                      dims[3].d[1],
                                      levels,
                                      dims[points.input].d[points.axis],
-                                     types[0] == DataType::kHALF ? DETRT_MSDA_FLOAT16 : DETRT_MSDA_FLOAT32,
+                                     types[0] == DataType::kFLOAT               ? DETRT_MSDA_FLOAT32
+                                     : types[kFirstSampleInput] == DataType::kHALF ? DETRT_MSDA_FLOAT16
+                                                                                   : DETRT_MSDA_FLOAT16_FLOAT32,
                                      DETRT_MSDA_INT32,
                                      shapes,
                                      starts};

@@ -127,9 +127,13 @@ def test_fp16_graph_types_and_metadata(fp16_path):
     kept = {n.name for n in KeepList.default().nodes(source)}
     for name in kept & set(nodes):  # the keep list computes in float32
         assert all(types.get(o) in (float_, None) for o in nodes[name].output), name
-    plugins = [n for n in model.graph.node if n.op_type == DETRT_PLUGIN.name]  # the plugin's fp16 kernel
+    # The plugin's mixed kernel: float16 value and output, float32 locations computed in float32 (not a
+    # Cast of a float16 tensor) and float32 weights.
+    plugins = [n for n in model.graph.node if n.op_type == DETRT_PLUGIN.name]
     assert len(plugins) == 6 and all([types[x] for x in n.input] + [types[n.output[0]]] == [half] + [
-        onnx.TensorProto.INT32] * 2 + [half] * 3 for n in plugins)
+        onnx.TensorProto.INT32] * 2 + [float_] * 2 + [half] for n in plugins)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert all(producer[n.input[3]].op_type == "Add" for n in plugins)  # + reference points, in float32
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.name not in kept]
     assert len(matmuls) > 40 and all(types[n.output[0]] == half for n in matmuls)
     order = {o: i for i, n in enumerate(model.graph.node) for o in n.output}  # topologically sorted
@@ -141,6 +145,15 @@ def test_fp16_detections_follow_fp32(fp16_path, batch):
     assert np.abs(reference["scores"] - candidate["scores"]).max() < 3e-2
     assert (reference["scores"] >= 0.5).sum() >= 12  # a real comparison, not an empty one
     assert pairs_all_confident(reference, candidate)
+
+
+def test_fp16_without_sampling_preset_rounds_plugin_samples(tmp_path):
+    """With LayerNorm only, the plugin nodes read float16 locations and weights (the all-float16 kernel)."""
+    path = convert_fp16(shipped_onnx(), tmp_path / "plain.fp16.onnx", KeepList(("LayerNormalization",))).path
+    model = onnx.load(str(path))
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    plugins = [n for n in model.graph.node if n.op_type == DETRT_PLUGIN.name]
+    assert len(plugins) == 6 and all(types[n.input[3]] == types[n.input[4]] == onnx.TensorProto.FLOAT16 for n in plugins)
 
 
 def test_keep_list_entries_and_second_conversion(fp16_path, tmp_path):
@@ -155,7 +168,8 @@ def test_keep_list_entries_and_second_conversion(fp16_path, tmp_path):
     presets = {n.name for n in KeepList.parse(["sampling", "boxes"]).nodes(model)}
     assert "/model/transformer/decoder/layers.1/cross_attn/sampling_offsets/MatMul" in presets
     assert "/model/transformer/decoder/Log_2" in presets and "/model/bbox_embed.2/layers.2/MatMul" in presets
-    assert len(presets) == len(KeepList.default().nodes(model)) + 26 + 34
+    assert len(KeepList.default().nodes(model)) == 15 + 26  # LayerNorm and the sampling arithmetic
+    assert len(presets) == 15 + 26 + 34
     with pytest.raises(PrecisionError, match="already fp16.*FP32 export"):
         convert_fp16(fp16_path, tmp_path / "twice.onnx")
 

@@ -58,6 +58,24 @@ def to_cuda(tensors: tuple[Tensor, ...], dtype: torch.dtype) -> list[Tensor]:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fused", [False, True])
+def test_cuda_float16_value_with_float32_samples(fused: bool) -> None:
+    """Mixed precision on the GPU: float16 value and output, float32 locations/weights (or references,
+    offsets, logits), equal to float64 on the same inputs within the fp16 tolerance."""
+    if fused:
+        value, shapes, starts, reference, offsets, logits = fused_inputs([(8, 8), (4, 4)], 4)
+        output = kernels.forward_fused(value.cuda().half(), shapes, starts, reference.cuda(), offsets.cuda(),
+                                       logits.cuda())
+        locations = sampling_locations(reference, offsets, shapes)
+        weights = attention_weights_from_logits(logits, *offsets.shape[3:5])
+    else:
+        value, shapes, starts, locations, weights = make_problem([(2, 1000), (2, 500)], 1, 64, 2, 32, 4)
+        output = kernels.forward(value.cuda().half(), shapes, starts, locations.cuda(), weights.cuda())
+    assert output.dtype == torch.float16 and output.is_cuda
+    assert_matches(output.cpu(), reference64(value.half(), shapes, locations, weights), FP16_TOLERANCE)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("dim", [16, 32, 64, 24])
 def test_cuda_matches_reference(dim: int, dtype: torch.dtype) -> None:

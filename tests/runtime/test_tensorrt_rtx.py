@@ -114,6 +114,10 @@ def test_fp16_and_int8_graphs_of_the_shipped_model_build(rtx, tmp_path: Path) ->
     fp16 = tmp_path / "model.fp16.onnx"
     convert_fp16(source, fp16)
     assert_one_plugin_layer_per_msda_node(rtx, fp16, -1, "HALF")
+    _, network, _ = parsed_network(rtx, fp16)  # mixed precision: float16 value, float32 locations and weights
+    plugins = [network.get_layer(i) for i in range(network.num_layers)
+               if network.get_layer(i).type == rtx.module.LayerType.PLUGIN_V3]
+    assert all(layer.get_input(i).dtype == rtx.module.DataType.FLOAT for layer in plugins for i in (3, 4))
     int8, mixed = tmp_path / "model.int8.onnx", tmp_path / "model.int8-fp16.onnx"
     settings = CalibrationSettings(batch_size=4, cache=tmp_path / "calib.json")
     images = list_images(coco=shapes_dataset())

@@ -168,22 +168,25 @@ struct Call {
   detrt_msda_status expected;
 };
 
-// Runs one form in dtype T and compares; prints a line per failure, returns the failure count.
-template <typename T>
+// Runs one form with value and output of type T and the sample tensors of type S (T, or float with a
+// half T: DETRT_MSDA_FLOAT16_FLOAT32) and compares; prints a line per failure, returns the failure count.
+template <typename T, typename S = T>
 int check(const Case& c, const Inputs& in, bool fused, const Call& call, const char* name) {
   const bool half = sizeof(T) == 2;
+  const detrt_msda_dtype dtype =
+      !half ? DETRT_MSDA_FLOAT32 : (sizeof(S) == 2 ? DETRT_MSDA_FLOAT16 : DETRT_MSDA_FLOAT16_FLOAT32);
   const size_t shift = call.misaligned ? 1 : 0;
   std::vector<T> value_storage(in.value.size() + shift);
   std::copy(in.value.begin(), in.value.end(), value_storage.begin() + shift);
   const T* value = value_storage.data() + shift;
-  const std::vector<T> locations = cast<T>(fused ? in.offsets : in.locations);
-  const std::vector<T> weights = cast<T>(fused ? in.logits : in.weights);
-  const std::vector<T> reference = cast<T>(in.reference);
+  const std::vector<S> locations = cast<S>(fused ? in.offsets : in.locations);
+  const std::vector<S> weights = cast<S>(fused ? in.logits : in.weights);
+  const std::vector<S> reference = cast<S>(in.reference);
   std::vector<T> output_storage(static_cast<size_t>(c.batch) * c.queries * c.heads * c.dim + shift);
   T* output = output_storage.data() + shift;
   const detrt_msda_problem problem{c.batch, in.total, c.heads, c.dim, c.queries,
                                    static_cast<int64_t>(c.levels.size()), c.points,
-                                   half ? DETRT_MSDA_FLOAT16 : DETRT_MSDA_FLOAT32, DETRT_MSDA_INT64,
+                                   dtype, DETRT_MSDA_INT64,
                                    in.shapes.data(), in.starts.data()};
   detrt_msda_status status;
   if (call.cuda) {
@@ -203,7 +206,7 @@ int check(const Case& c, const Inputs& in, bool fused, const Call& call, const c
   if (status != DETRT_MSDA_SUCCESS) {
     return 0;
   }
-  Inputs rounded = in;  // the reference sees the inputs as the kernel did (rounded to half for fp16)
+  Inputs rounded = in;  // the reference sees the inputs as the kernel did (rounded to half where stored so)
   rounded.reference = widen(reference);
   const std::vector<float> value_f = widen(std::vector<T>(value, value + in.value.size()));
   const std::vector<double> value_d(value_f.begin(), value_f.end());
@@ -265,7 +268,9 @@ int main(int argc, char** argv) {
       failed += check<Half>(c, in, false, call, label("fp16"));
       failed += check<float>(c, in, true, fused_call, label("fused fp32"));
       failed += check<Half>(c, in, true, fused_call, label("fused fp16"));
-      run += 4;
+      failed += check<Half, float>(c, in, false, call, label("fp16 value, fp32 samples"));
+      failed += check<Half, float>(c, in, true, fused_call, label("fused fp16 value, fp32 samples"));
+      run += 6;
     }
   };
   const detrt_msda_status ok = DETRT_MSDA_SUCCESS;

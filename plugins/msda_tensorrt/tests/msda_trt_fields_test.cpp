@@ -303,18 +303,37 @@ void check_shapes(IPluginCreatorV3One* creator, bool fused, Logger& logger) {
          name + ": core name, version, namespace");
   expect(p.build->getNbOutputs() == 1, name + ": one output");
 
-  // Formats: linear; float inputs share value's type (float32 or float16); index inputs int32.
+  // Formats: linear; float inputs share value's type (float32 or float16), or with a float16 value
+  // are all float32; the output has value's type; index inputs int32.
+  const auto supported = [&](const std::vector<DynamicPluginTensorDesc>& io, int32_t pos) {
+    return p.build->supportsFormatCombination(pos, io.data(), nb, 1);
+  };
   for (DataType type : {DataType::kFLOAT, DataType::kHALF}) {
     std::vector<DynamicPluginTensorDesc> io = descs(inputs(fused, 2, 300), type, out);
     bool all = true;
     for (int32_t pos = 0; pos <= nb; ++pos) {
-      all = all && p.build->supportsFormatCombination(pos, io.data(), nb, 1);
+      all = all && supported(io, pos);
     }
     expect(all, name + ": supports the linear combination of one float type");
+    if (type == DataType::kHALF) {
+      for (int32_t pos = 3; pos < nb; ++pos) {
+        io[pos].desc.type = DataType::kFLOAT;
+      }
+      bool mixed = true;
+      for (int32_t pos = 0; pos <= nb; ++pos) {
+        mixed = mixed && supported(io, pos);
+      }
+      expect(mixed, name + ": supports a float16 value with float32 locations, weights and references");
+      io[nb - 1].desc.type = DataType::kHALF;
+      expect(!supported(io, nb - 1), name + ": refuses float inputs of two types after value");
+      io[nb].desc.type = DataType::kFLOAT;
+      expect(!supported(io, nb), name + ": refuses an output whose type is not value's");
+    } else {
+      io[3].desc.type = DataType::kHALF;
+      expect(!supported(io, 3), name + ": refuses float16 inputs with a float32 value");
+    }
     io[1].desc.type = DataType::kINT64;
-    expect(!p.build->supportsFormatCombination(1, io.data(), nb, 1), name + ": refuses int64 spatial_shapes");
-    io[3].desc.type = type == DataType::kFLOAT ? DataType::kHALF : DataType::kFLOAT;
-    expect(!p.build->supportsFormatCombination(3, io.data(), nb, 1), name + ": refuses mixed float types");
+    expect(!supported(io, 1), name + ": refuses int64 spatial_shapes");
     io[0].desc.format = TensorFormat::kCHW32;
     expect(!p.build->supportsFormatCombination(0, io.data(), nb, 1), name + ": refuses a non-linear format");
   }
@@ -327,7 +346,15 @@ void check_shapes(IPluginCreatorV3One* creator, bool fused, Logger& logger) {
     types[nb - 1] = DataType::kFLOAT;
     expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) != 0, name + ": refuses mixed float types");
     expect(logger.take().find("must have the type of value") != std::string::npos, name + ": mixed types logged");
-    types[nb - 1] = DataType::kHALF;
+    for (int32_t i = 3; i < nb; ++i) {
+      types[i] = DataType::kFLOAT;
+    }
+    result = DataType::kFLOAT;
+    expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) == 0 && result == DataType::kHALF,
+           name + ": float16 output for a float16 value with float32 locations and weights");
+    for (int32_t i = 3; i < nb; ++i) {
+      types[i] = DataType::kHALF;
+    }
     types[2] = DataType::kINT64;
     expect(p.build->getOutputDataTypes(&result, 1, types.data(), nb) != 0, name + ": refuses int64 indices");
     expect(logger.take().find("level_start_index must be int32") != std::string::npos, name + ": int64 logged");
