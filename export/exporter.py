@@ -12,7 +12,7 @@ import torch
 from detrt.detectors import (
     Detector,
     DetrtError,
-    MSDeformAttn,
+    MsdaModule,
     check_input_size,
     set_msda_impl,
 )
@@ -57,8 +57,8 @@ class ExportOptions:
     fused: bool = False  # plugin mode: locations and softmax inside the plugin (DetrtMultiscaleDeformableAttnFused)
 
 
-def _msda_modules(detector: Detector) -> list[MSDeformAttn]:
-    return [m for m in detector.model.modules() if isinstance(m, MSDeformAttn)]
+def _msda_modules(detector: Detector) -> list[MsdaModule]:
+    return [m for m in detector.model.modules() if isinstance(m, MsdaModule)]
 
 
 def _has_deformable_conv(detector: Detector) -> bool:
@@ -87,6 +87,9 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
             raise ExportError(str(error)) from None
     if options.fused and mode != "plugin":
         raise ExportError(f"the fused MSDA node exists only in --msda plugin mode (this export: {mode})")
+    if options.fused and not all(module.supports_fused for module in attention):
+        raise ExportError(f"{detector.config.arch} computes its sampling locations in its own modules, which the "
+                          "fused node would replace: export the plain plugin (drop --fused)")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"batch must be a positive number or dynamic, got {options.batch}")
     size = options.size or detector.preprocess.fixed_size

@@ -22,6 +22,7 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..config import DetectorConfig
+    from ..preprocess import PreprocessSpec
 
 StateDict = dict[str, Tensor]
 PostProcess = Callable[[Tensor, Tensor, Tensor, "DetectorConfig"], tuple[Tensor, Tensor, Tensor]]
@@ -44,6 +45,9 @@ class Architecture:
     hf_class: str = ""             # transformers' `*ForObjectDetection` class converted by `from_hf`
     hf_config: Callable[[Any], dict[str, Any]] | None = None       # HF config -> family fields
     hf_state: Callable[[nn.Module, "DetectorConfig"], StateDict] | None = None  # HF model -> reference keys
+    # Families run as transformers' own module (`models.hf_wrapped`) instead of converted weights:
+    # HF model -> (detrt model, `DetectorConfig` fields, pre-processing).
+    hf_wrap: Callable[[nn.Module], tuple[nn.Module, dict[str, Any], "PreprocessSpec"]] | None = None
     fp16_sampling_nodes: tuple[str, ...] = field(default=())  # ONNX node patterns of the location arithmetic
     fp16_box_nodes: tuple[str, ...] = field(default=())       # ONNX node patterns of the box refinement
 

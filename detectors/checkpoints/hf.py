@@ -43,12 +43,20 @@ class UnsupportedHFModelError(DetrtError, ValueError):
 
 
 def from_hf(model_or_dir: nn.Module | str | os.PathLike) -> Detector:
-    """A `Detector` from a HF `*DetrForObjectDetection` module or a directory saved by `save_pretrained`.
+    """A `Detector` from a HF `*ForObjectDetection` module or a directory saved by `save_pretrained`.
 
-    Pre-processing is that of the HF DETR image processors' defaults (shortest edge 800, longest
-    1333, ImageNet mean/std), which is `PreprocessSpec()`.
+    DETR, Conditional and Deformable DETR are converted to detrt's own models, with the HF DETR image
+    processors' pre-processing (shortest edge 800, longest 1333, ImageNet mean/std: `PreprocessSpec()`).
+    Families registered with `hf_wrap` (RT-DETR) run as transformers' module with detrt's MSDA, with
+    their family's pre-processing.
     """
-    config, state_dict, class_names = hf_to_reference(load_hf_model(model_or_dir))
+    hf_model = load_hf_model(model_or_dir)
+    architecture = architectures.of_hf_class(type(hf_model).__name__)
+    if architecture is not None and architecture.hf_wrap is not None:  # run as transformers' own module
+        model, fields, preprocess = architecture.hf_wrap(hf_model.eval())
+        return Detector(model, DetectorConfig.for_arch(architecture.name, **fields), preprocess,
+                        hf_class_names(hf_model.config))
+    config, state_dict, class_names = hf_to_reference(hf_model)
     return detector_from_state_dict(state_dict, config, class_names=class_names, preprocess=PreprocessSpec(),
                                     what=f"state dict converted from HF {config.arch}")
 

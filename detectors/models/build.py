@@ -5,7 +5,7 @@ from torch import nn
 
 from .. import architectures
 from ..config import DetectorConfig
-from .ms_deform_attn import MSDeformAttn
+from .ms_deform_attn import MsdaModule
 
 
 def build_model(config: DetectorConfig) -> nn.Module:
@@ -14,8 +14,8 @@ def build_model(config: DetectorConfig) -> nn.Module:
 
 
 def set_msda_impl(model: nn.Module, impl: str) -> nn.Module:
-    """Select the MSDA implementation ("reference" or "detrt") of every MSDeformAttn in `model`."""
+    """Select the MSDA implementation ("reference" or "detrt") of every MSDA module (`MsdaModule`) in `model`."""
     for module in model.modules():
-        if isinstance(module, MSDeformAttn):
+        if isinstance(module, MsdaModule):
             module.impl = impl
     return model

@@ -16,23 +16,35 @@ from .msda_op import (
 )
 
 
-class MSDeformAttn(nn.Module):
+class MsdaModule(nn.Module):
+    """A module whose sampling runs through `ms_deform_attn`: `impl` picks the implementation
+    ("reference" or "detrt"; the exporter sets it), `fused` the fused form where `supports_fused`."""
+
+    supports_fused = False
+
+    def __init__(self, impl: str = "reference") -> None:
+        super().__init__()
+        if impl not in IMPLEMENTATIONS:
+            raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+        self.impl = impl
+        self.fused = False
+
+
+class MSDeformAttn(MsdaModule):
     """Each query samples `n_points` positions per head and level around its reference point.
 
     `impl` selects the op implementation ("reference" or "detrt"); see `detrt.detectors.models.msda_op`.
     `fused` (inference only) computes locations and softmax inside one op, `ms_deform_attn_fused`.
     """
 
+    supports_fused = True
+
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
                  impl: str = "reference") -> None:
-        super().__init__()
+        super().__init__(impl)
         if d_model % n_heads:
             raise InputError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
-        if impl not in IMPLEMENTATIONS:
-            raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
-        self.impl = impl
-        self.fused = False
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)

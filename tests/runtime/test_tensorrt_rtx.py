@@ -18,7 +18,7 @@ import pytest
 from detrt.calibrate.fp16 import convert_fp16
 from detrt.calibrate.pipeline import CalibrationSettings, calibrate_model
 from detrt.calibrate.calibration_images import list_images
-from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN
+from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, ExportOptions, export_onnx
 from detrt.runtime import open as open_model
 from detrt.runtime.cli import main
 from detrt.runtime.backends.tensorrt.build import BatchProfile, BuildOptions, build_engine
@@ -109,6 +109,17 @@ def test_every_variant_parses_and_builds(rtx, name: str, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_rt_detr_plugin_graph_builds(rtx, tmp_path: Path) -> None:
+    """RT-DETR (transformers' module with detrt's MSDA): one plugin layer per decoder layer, and an engine."""
+    from detrt.detectors import from_hf
+    from support.hf_models import tiny_rt_detr
+
+    path = tmp_path / "rt_detr.onnx"
+    export_onnx(from_hf(tiny_rt_detr()), path, ExportOptions(msda="plugin", batch=1, size=(192, 256)))
+    assert_one_plugin_layer_per_msda_node(rtx, path, 1, "FLOAT")
+    assert build(path, path.with_suffix(".engine"))["precision"] == "fp32"
+
+
 def test_fp16_and_int8_graphs_of_the_shipped_model_build(rtx, tmp_path: Path) -> None:
     source = shipped_onnx("plugin")
     fp16 = tmp_path / "model.fp16.onnx"

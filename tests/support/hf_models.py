@@ -115,3 +115,27 @@ def max_differences(hf: nn.Module, model: nn.Module) -> tuple[float, float]:
     outputs = model(images, mask)
     return ((outputs["pred_logits"] - expected.logits).abs().max().item(),
             (outputs["pred_boxes"] - expected.pred_boxes).abs().max().item())
+
+
+def tiny_rt_detr(seed: int = 0) -> nn.Module:
+    """A tiny RT-DETR (ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes) whose weights are
+    redrawn from N(0, 0.3), seeded: transformers' own initialisation of so small a model gives many
+    encoder positions the same score, and the top-k query selection then breaks ties differently in
+    PyTorch and ONNX Runtime."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                                  layer_type="basic", out_features=["stage2", "stage3", "stage4"])
+    config = RTDetrConfig(backbone_config=backbone, d_model=32, encoder_hidden_dim=32, encoder_in_channels=[32, 64, 128],
+                          encoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2, decoder_ffn_dim=64,
+                          decoder_layers=2, num_queries=20, num_labels=5, num_denoising=0,
+                          decoder_in_channels=[32, 32, 32], use_pretrained_backbone=False,
+                          id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    model = RTDetrForObjectDetection(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model
