@@ -54,17 +54,34 @@ def level_table_problem(spatial_shapes: np.ndarray, level_start_index: np.ndarra
     return None
 
 
+def _halvings(large: tuple[int, int], small: tuple[int, int]) -> int | None:
+    """j such that `small` is `large` halved j times (rounded up) in both directions, if there is one."""
+    for j in range(16):
+        if (-(-large[0] // 2**j), -(-large[1] // 2**j)) == small:
+            return j
+    return None
+
+
 def geometry_problem(sizes: list[tuple[int, int]], input_size: tuple[int, int] | None) -> str | None:
-    """Whether `sizes` are feature maps of an `input_size` image: each level the previous halved
-    (rounded up) or kept (a dilated stage), the first the input divided by one power of two in both
-    directions."""
-    for (h, w), following in zip(sizes, sizes[1:]):
-        if following not in ((-(-h // 2), -(-w // 2)), (h, w)):  # the same size: a dilated (DC5) stage
-            return f"levels {sizes} are not successive halvings of the first (swapped or reshaped levels?)"
-    if input_size is not None:
-        strides = [2**k for k in range(12)]
-        if not any((-(-input_size[0] // s), -(-input_size[1] // s)) == sizes[0] for s in strides):
-            return f"the first level {sizes[0]} is not the {input_size[0]}x{input_size[1]} input divided by a power of two"
+    """Whether `sizes` are feature maps of an `input_size` image: each level is the input (or, with no
+    known input size, the first level) halved a number of times, the same in both directions (rounded
+    up), and the levels are ordered by that number: finest first (the Deformable DETR family; a repeat
+    is a dilated DC5 stage) or coarsest first (LW-DETR's projector)."""
+    base = input_size or sizes[0]
+    exponents = []
+    for size in sizes:
+        if size[0] * size[1] <= base[0] * base[1]:
+            j = _halvings(base, size)
+        else:
+            j = None if input_size else _halvings(size, base)
+            j = -j if j is not None else None
+        if j is None:
+            where = f"the {base[0]}x{base[1]} input" if input_size else f"the first level {base}"
+            return f"level {size} of {sizes} is not {where} halved a whole number of times (reshaped levels?)"
+        exponents.append(j)
+    steps = [b - a for a, b in zip(exponents, exponents[1:])]
+    if not (all(step >= 0 for step in steps) or all(step <= 0 for step in steps)):
+        return f"levels {sizes} are neither finest first nor coarsest first (swapped levels?)"
     return None
 
 

@@ -1,23 +1,40 @@
-"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR), offline and
-with random weights: the detector, its plugin and portable exports (raw logits and boxes against
-HF's forward in ONNX Runtime), a saved directory through the CLI, and the runtime on the export.
+"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR),
+offline and with random weights: the detector, its plugin and portable exports (raw logits and boxes
+against HF's forward in ONNX Runtime), a saved directory through the CLI, and the runtime on the export.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from torch import nn
+
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_rt_detr
+from support.hf_models import tiny_lw_detr, tiny_rt_detr
 
-SIZE = (192, 256)  # not square, and not the family's 640x640
+SIZE = (192, 256)  # not square, and not the families' 640x640
 ATOL = 1e-4  # the same fp32 network in two runtimes: measured at most 3e-6 apart here
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[], nn.Module]  # a tiny random-weight transformers model
+    msda_nodes: int                 # MSDA modules (decoder layers)
+    top_k: int                      # detections the family's post-processing keeps
+    mean: tuple[float, float, float]
+
+
+FAMILIES = {
+    "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0)),           # k = the 20 queries; pixels / 255
+    "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406)),     # k = min(100, 10 queries x 5 classes)
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +48,15 @@ def hf_outputs(hf: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return outputs.logits.numpy(), outputs.pred_boxes.numpy()
 
 
-def test_rt_detr_detector_is_hf_with_detrt_msda(images: torch.Tensor) -> None:
-    hf = tiny_rt_detr()
-    logits, boxes = hf_outputs(hf, images)
-    detector = from_hf(tiny_rt_detr())
-    assert (detector.config.arch, detector.config.num_classes, detector.config.num_queries) == ("rt_detr", 5, 20)
-    assert detector.preprocess.fixed_size == (640, 640) and detector.preprocess.mean == (0.0, 0.0, 0.0)
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_detector_is_hf_with_detrt_msda(arch: str, images: torch.Tensor) -> None:
+    family = FAMILIES[arch]
+    logits, boxes = hf_outputs(family.build(), images)
+    detector = from_hf(family.build())
+    assert (detector.config.arch, detector.config.num_classes) == (arch, 5)
+    assert detector.preprocess.fixed_size == (640, 640) and detector.preprocess.mean == family.mean
     assert detector.class_names == [f"class{i}" for i in range(5)]
-    assert sum(type(m).__name__ == "HFSampling" for m in detector.model.modules()) == 2  # one per decoder layer
+    assert sum(type(m).__name__ == "HFSampling" for m in detector.model.modules()) == family.msda_nodes
     with torch.no_grad():
         ours = detector.model(images)
     np.testing.assert_allclose(ours["pred_logits"].numpy(), logits, rtol=0, atol=1e-5)
@@ -46,14 +64,16 @@ def test_rt_detr_detector_is_hf_with_detrt_msda(images: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("msda", ["plugin", "portable"])
-def test_rt_detr_exports_match_hf_in_onnxruntime(msda: str, images: torch.Tensor, tmp_path: Path) -> None:
-    logits, boxes = hf_outputs(tiny_rt_detr(), images)
-    path = tmp_path / f"rt_detr.{msda}.onnx"
-    export_onnx(from_hf(tiny_rt_detr()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, images: torch.Tensor, tmp_path: Path) -> None:
+    family = FAMILIES[arch]
+    logits, boxes = hf_outputs(family.build(), images)
+    path = tmp_path / f"{arch}.{msda}.onnx"
+    export_onnx(from_hf(family.build()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
                                                             normalize_in_graph=False))
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     if msda == "plugin":
-        assert ops.count("DetrtMultiscaleDeformableAttn") == 2 and "GridSample" not in ops
+        assert ops.count("DetrtMultiscaleDeformableAttn") == family.msda_nodes and "GridSample" not in ops
     else:
         assert "GridSample" in ops and not any("Deformable" in op for op in ops)
     session = create_session(path)
@@ -61,28 +81,30 @@ def test_rt_detr_exports_match_hf_in_onnxruntime(msda: str, images: torch.Tensor
                        session.run(None, {session.get_inputs()[0].name: images.numpy()})))
     assert np.abs(outputs["pred_logits"] - logits).max() < ATOL
     assert np.abs(outputs["pred_boxes"] - boxes).max() < ATOL
-    # the family's post-processing: sigmoid top-k over queries x classes, k = the query count
+    # the family's post-processing: sigmoid top-k over queries x classes
     probabilities = 1 / (1 + np.exp(-logits.reshape(2, -1)))
-    np.testing.assert_allclose(outputs["scores"], -np.sort(-probabilities, axis=1)[:, :20], rtol=0, atol=1e-4)
+    expected = -np.sort(-probabilities, axis=1)[:, :family.top_k]
+    np.testing.assert_allclose(outputs["scores"], expected, rtol=0, atol=1e-4)
 
 
-def test_rt_detr_refuses_the_fused_node(tmp_path: Path) -> None:
+def test_refuses_the_fused_node(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="rt_detr computes its sampling locations in its own modules.*drop --fused"):
         export_onnx(from_hf(tiny_rt_detr()), tmp_path / "fused.onnx", ExportOptions(size=SIZE, fused=True))
     assert not (tmp_path / "fused.onnx").exists()
 
 
-def test_rt_detr_directory_through_the_cli_and_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_directory_through_the_cli_and_runtime(arch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from detrt import runtime
 
-    tiny_rt_detr().save_pretrained(tmp_path / "hf")
-    onnx_path = tmp_path / "rt_detr.onnx"
+    FAMILIES[arch].build().save_pretrained(tmp_path / "hf")
+    onnx_path = tmp_path / f"{arch}.onnx"
     assert main(["export", "--hf", str(tmp_path / "hf"), "--size", f"{SIZE[0]}x{SIZE[1]}", "-o", str(onnx_path)]) == 0
     capsys.readouterr()
     model = runtime.open(onnx_path)
     image = np.random.default_rng(2).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     detections = model.detect([image])[0]
-    assert len(detections.scores) == 20 and detections.class_names == [f"class{i}" for i in range(5)]
+    assert len(detections.scores) == FAMILIES[arch].top_k and detections.class_names == [f"class{i}" for i in range(5)]
     scores = detections.scores.numpy()
     assert np.isfinite(detections.boxes.numpy()).all() and ((0 <= scores) & (scores <= 1)).all()
     assert (np.diff(scores) <= 0).all()  # top-k order

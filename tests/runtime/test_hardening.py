@@ -180,9 +180,9 @@ LEVELS = {  # (spatial_shapes, level_start_index, attribute) lies of a plugin gr
     "zero": ([[0, 32], [16, 16], [8, 8]], None, "=", "must be positive"),
     "int32-overflow": ([[65536, 65536], [16, 16], [8, 8]], None, "=", "more than int32 indices reach"),
     "out-of-order": (None, [0, 1280, 1024], None, "is not the running sum"),
-    "right-total-wrong-geometry": ([[16, 64], [16, 16], [8, 8]], None, "=", "successive halvings"),
-    "swapped-levels": ([[16, 16], [32, 32], [8, 8]], [0, 256, 1280], "=", "successive halvings"),
-    "first-level-not-the-input": ([[30, 30], [15, 15], [8, 8]], [0, 900, 1125], "=", "not the 256x256 input divided"),
+    "right-total-wrong-geometry": ([[16, 64], [16, 16], [8, 8]], None, "=", "not the 256x256 input halved"),
+    "swapped-levels": ([[16, 16], [32, 32], [8, 8]], [0, 256, 1280], "=", "neither finest first nor coarsest"),
+    "first-level-not-the-input": ([[30, 30], [15, 15], [8, 8]], [0, 900, 1125], "=", "not the 256x256 input halved"),
     "attribute-differs": (None, None, [32, 32, 16, 16, 4, 16], "differs from its spatial_shapes input"),
 }
 
@@ -212,7 +212,7 @@ PROBES = {
                                              "--images", str(image_folder(tmp, ("RGB",))), "--out", str(tmp / "cmp")],
                                 2, "value input has S"),
     "plugin-lie-build": Probe(lambda tmp: ["build", str(lying("swapped-levels")(tmp)), "-o", str(tmp / "m.engine")],
-                              2, "successive halvings", no_output="m.engine"),
+                              2, "neither finest first nor coarsest", no_output="m.engine"),
     # 2. NaN is never a result
     "nan-weights-export": Probe(lambda tmp: ["export", str(checkpoint(tmp, "nan.pth", nan_weights)), "-o",
                                             str(tmp / "nan.onnx")], 2, "NaN or infinite", no_output="nan.onnx"),

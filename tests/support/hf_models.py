@@ -117,11 +117,34 @@ def max_differences(hf: nn.Module, model: nn.Module) -> tuple[float, float]:
             (outputs["pred_boxes"] - expected.pred_boxes).abs().max().item())
 
 
+def redraw_weights_(model: nn.Module, seed: int, std: float) -> nn.Module:
+    """Every weight matrix drawn again from N(0, std), seeded. transformers' own initialisation of a tiny
+    RT-DETR gives many encoder positions the same score, and its top-k query selection then breaks the
+    ties differently in PyTorch and ONNX Runtime (0.3 separates them); too large a std makes LW-DETR's
+    windowed ViT chaotic, so that fp32 rounding alone moves its outputs (0.1 keeps it at 5e-7)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model.eval()
+
+
+def tiny_lw_detr(seed: int = 0) -> nn.Module:
+    """A tiny LW-DETR: 4-layer windowed ViT (2 feature maps), projector to 2 levels, 2 decoder layers."""
+    from transformers import LwDetrConfig, LwDetrForObjectDetection, LwDetrViTConfig
+
+    backbone = LwDetrViTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, window_block_indices=[0, 2],
+                               out_indices=[1, 3], num_windows=16, image_size=256)
+    config = LwDetrConfig(backbone_config=backbone, d_model=32, projector_scale_factors=[0.5, 2.0], decoder_ffn_dim=32,
+                          decoder_layers=2, decoder_self_attention_heads=2, decoder_cross_attention_heads=4,
+                          num_queries=10, group_detr=2, num_labels=5, id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    return redraw_weights_(LwDetrForObjectDetection(config), seed, std=0.1)
+
+
 def tiny_rt_detr(seed: int = 0) -> nn.Module:
-    """A tiny RT-DETR (ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes) whose weights are
-    redrawn from N(0, 0.3), seeded: transformers' own initialisation of so small a model gives many
-    encoder positions the same score, and the top-k query selection then breaks ties differently in
-    PyTorch and ONNX Runtime."""
+    """A tiny RT-DETR: ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes (see `redraw_weights_`)."""
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
 
     backbone = RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
@@ -132,10 +155,4 @@ def tiny_rt_detr(seed: int = 0) -> nn.Module:
                           decoder_in_channels=[32, 32, 32], use_pretrained_backbone=False,
                           id2label={i: f"class{i}" for i in range(5)})
     torch.manual_seed(seed)
-    model = RTDetrForObjectDetection(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model
+    return redraw_weights_(RTDetrForObjectDetection(config), seed, std=0.3)
