@@ -1,4 +1,5 @@
-"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR),
+"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR; and
+DAB-DETR, which has no MSDA),
 offline and with random weights: the detector, its plugin and portable exports (raw logits and boxes
 against HF's forward in ONNX Runtime), a saved directory through the CLI, and the runtime on the export.
 """
@@ -17,7 +18,7 @@ from torch import nn
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_lw_detr, tiny_rt_detr
+from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rt_detr
 
 SIZE = (192, 256)  # not square, and not the families' 640x640
 ATOL = 1e-4  # the same fp32 network in two runtimes: measured at most 3e-6 apart here
@@ -29,11 +30,13 @@ class Family:
     msda_nodes: int                 # MSDA modules (decoder layers)
     top_k: int                      # detections the family's post-processing keeps
     mean: tuple[float, float, float]
+    fixed_size: tuple[int, int] | None  # None: shortest-edge resizing
 
 
 FAMILIES = {
-    "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0)),           # k = the 20 queries; pixels / 255
-    "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406)),     # k = min(100, 10 queries x 5 classes)
+    "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
+    "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
+    "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
 }
 
 
@@ -54,7 +57,7 @@ def test_detector_is_hf_with_detrt_msda(arch: str, images: torch.Tensor) -> None
     logits, boxes = hf_outputs(family.build(), images)
     detector = from_hf(family.build())
     assert (detector.config.arch, detector.config.num_classes) == (arch, 5)
-    assert detector.preprocess.fixed_size == (640, 640) and detector.preprocess.mean == family.mean
+    assert detector.preprocess.fixed_size == family.fixed_size and detector.preprocess.mean == family.mean
     assert detector.class_names == [f"class{i}" for i in range(5)]
     assert sum(type(m).__name__ == "HFSampling" for m in detector.model.modules()) == family.msda_nodes
     with torch.no_grad():
@@ -72,7 +75,7 @@ def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, images: torch.Ten
     export_onnx(from_hf(family.build()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
                                                             normalize_in_graph=False))
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
-    if msda == "plugin":
+    if msda == "plugin" or family.msda_nodes == 0:
         assert ops.count("DetrtMultiscaleDeformableAttn") == family.msda_nodes and "GridSample" not in ops
     else:
         assert "GridSample" in ops and not any("Deformable" in op for op in ops)

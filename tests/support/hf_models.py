@@ -143,6 +143,20 @@ def tiny_lw_detr(seed: int = 0) -> nn.Module:
     return redraw_weights_(LwDetrForObjectDetection(config), seed, std=0.1)
 
 
+def tiny_dab_detr(seed: int = 0) -> nn.Module:
+    """A tiny DAB-DETR: a 4-stage basic ResNet, 2 encoder and 2 decoder layers, 10 queries, 5 classes."""
+    from transformers import DabDetrConfig, DabDetrForObjectDetection
+
+    backbone = ResNetConfig(layer_type="basic", depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], embedding_size=16,
+                            out_features=["stage4"])
+    config = DabDetrConfig(backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False,
+                           hidden_size=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                           encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, num_labels=5,
+                           id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    return DabDetrForObjectDetection(config).eval()
+
+
 def tiny_rt_detr(seed: int = 0) -> nn.Module:
     """A tiny RT-DETR: ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes (see `redraw_weights_`)."""
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
