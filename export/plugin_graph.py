@@ -54,32 +54,37 @@ def level_table_problem(spatial_shapes: np.ndarray, level_start_index: np.ndarra
     return None
 
 
-def _halvings(large: tuple[int, int], small: tuple[int, int]) -> int | None:
-    """j such that `small` is `large` halved j times (rounded up) in both directions, if there is one."""
-    for j in range(16):
-        if (-(-large[0] // 2**j), -(-large[1] // 2**j)) == small:
-            return j
+def _stride(large: tuple[int, int], small: tuple[int, int]) -> int | None:
+    """The smallest whole s with `small` = `large` / s (rounded up) in both directions, if there is one."""
+    for stride in range(1, max(large) + 1):
+        divided = (-(-large[0] // stride), -(-large[1] // stride))
+        if divided == small:
+            return stride
+        if divided[0] < small[0] or divided[1] < small[1]:
+            return None
     return None
 
 
 def geometry_problem(sizes: list[tuple[int, int]], input_size: tuple[int, int] | None) -> str | None:
     """Whether `sizes` are feature maps of an `input_size` image: each level is the input (or, with no
-    known input size, the first level) halved a number of times, the same in both directions (rounded
-    up), and the levels are ordered by that number: finest first (the Deformable DETR family; a repeat
-    is a dilated DC5 stage) or coarsest first (LW-DETR's projector)."""
+    known input size, the first level) divided by one whole stride in both directions (rounded up;
+    powers of two for CNN pyramids, 14 or 16 for ViT patches), and the levels are ordered by stride:
+    finest first (the Deformable DETR family; a repeat is a dilated DC5 stage) or coarsest first
+    (LW-DETR's projector)."""
     base = input_size or sizes[0]
-    exponents = []
+    scales = []
     for size in sizes:
         if size[0] * size[1] <= base[0] * base[1]:
-            j = _halvings(base, size)
+            stride = _stride(base, size)
+            scale = stride
         else:
-            j = None if input_size else _halvings(size, base)
-            j = -j if j is not None else None
-        if j is None:
+            stride = None if input_size else _stride(size, base)
+            scale = 1 / stride if stride else None
+        if scale is None:
             where = f"the {base[0]}x{base[1]} input" if input_size else f"the first level {base}"
-            return f"level {size} of {sizes} is not {where} halved a whole number of times (reshaped levels?)"
-        exponents.append(j)
-    steps = [b - a for a, b in zip(exponents, exponents[1:])]
+            return f"level {size} of {sizes} is not {where} divided by a whole stride (reshaped levels?)"
+        scales.append(scale)
+    steps = [b - a for a, b in zip(scales, scales[1:])]
     if not (all(step >= 0 for step in steps) or all(step <= 0 for step in steps)):
         return f"levels {sizes} are neither finest first nor coarsest first (swapped levels?)"
     return None

@@ -1,5 +1,5 @@
-"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR; and
-DAB-DETR, which has no MSDA),
+"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR, RF-DETR;
+and DAB-DETR, which has no MSDA),
 offline and with random weights: the detector, its plugin and portable exports (raw logits and boxes
 against HF's forward in ONNX Runtime), a saved directory through the CLI, and the runtime on the export.
 """
@@ -18,9 +18,9 @@ from torch import nn
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rt_detr
+from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rf_detr, tiny_rt_detr
 
-SIZE = (192, 256)  # not square, and not the families' 640x640
+SIZE = (192, 256)  # not square, and not the families' training sizes
 ATOL = 1e-4  # the same fp32 network in two runtimes: measured at most 3e-6 apart here
 
 
@@ -31,18 +31,20 @@ class Family:
     top_k: int                      # detections the family's post-processing keeps
     mean: tuple[float, float, float]
     fixed_size: tuple[int, int] | None  # None: shortest-edge resizing
+    size: tuple[int, int] = SIZE        # the export size of these tests
 
 
 FAMILIES = {
     "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
     "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
     "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
+    # k = the 10 queries; a ViT with 14-px patches: sizes are multiples of 28, here not the 112-px table's
+    "rf_detr": Family(tiny_rf_detr, 2, 10, (0.485, 0.456, 0.406), None, (224, 336)),
 }
 
 
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.rand(2, 3, *SIZE, generator=torch.Generator().manual_seed(1))
+def images(size: tuple[int, int]) -> torch.Tensor:
+    return torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
 
 
 def hf_outputs(hf: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -52,27 +54,29 @@ def hf_outputs(hf: nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
-def test_detector_is_hf_with_detrt_msda(arch: str, images: torch.Tensor) -> None:
+def test_detector_is_hf_with_detrt_msda(arch: str) -> None:
     family = FAMILIES[arch]
-    logits, boxes = hf_outputs(family.build(), images)
+    inputs = images(family.size)
+    logits, boxes = hf_outputs(family.build(), inputs)
     detector = from_hf(family.build())
     assert (detector.config.arch, detector.config.num_classes) == (arch, 5)
     assert detector.preprocess.fixed_size == family.fixed_size and detector.preprocess.mean == family.mean
     assert detector.class_names == [f"class{i}" for i in range(5)]
     assert sum(type(m).__name__ == "HFSampling" for m in detector.model.modules()) == family.msda_nodes
     with torch.no_grad():
-        ours = detector.model(images)
+        ours = detector.model(inputs)
     np.testing.assert_allclose(ours["pred_logits"].numpy(), logits, rtol=0, atol=1e-5)
     np.testing.assert_allclose(ours["pred_boxes"].numpy(), boxes, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("msda", ["plugin", "portable"])
 @pytest.mark.parametrize("arch", FAMILIES)
-def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, images: torch.Tensor, tmp_path: Path) -> None:
+def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -> None:
     family = FAMILIES[arch]
-    logits, boxes = hf_outputs(family.build(), images)
+    inputs = images(family.size)
+    logits, boxes = hf_outputs(family.build(), inputs)
     path = tmp_path / f"{arch}.{msda}.onnx"
-    export_onnx(from_hf(family.build()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
+    export_onnx(from_hf(family.build()), path, ExportOptions(msda=msda, batch=2, size=family.size, raw=True,
                                                             normalize_in_graph=False))
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     if msda == "plugin" or family.msda_nodes == 0:
@@ -81,7 +85,7 @@ def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, images: torch.Ten
         assert "GridSample" in ops and not any("Deformable" in op for op in ops)
     session = create_session(path)
     outputs = dict(zip([o.name for o in session.get_outputs()],
-                       session.run(None, {session.get_inputs()[0].name: images.numpy()})))
+                       session.run(None, {session.get_inputs()[0].name: inputs.numpy()})))
     assert np.abs(outputs["pred_logits"] - logits).max() < ATOL
     assert np.abs(outputs["pred_boxes"] - boxes).max() < ATOL
     # the family's post-processing: sigmoid top-k over queries x classes
@@ -102,7 +106,8 @@ def test_directory_through_the_cli_and_runtime(arch: str, tmp_path: Path, capsys
 
     FAMILIES[arch].build().save_pretrained(tmp_path / "hf")
     onnx_path = tmp_path / f"{arch}.onnx"
-    assert main(["export", "--hf", str(tmp_path / "hf"), "--size", f"{SIZE[0]}x{SIZE[1]}", "-o", str(onnx_path)]) == 0
+    height, width = FAMILIES[arch].size
+    assert main(["export", "--hf", str(tmp_path / "hf"), "--size", f"{height}x{width}", "-o", str(onnx_path)]) == 0
     capsys.readouterr()
     model = runtime.open(onnx_path)
     image = np.random.default_rng(2).integers(0, 255, (300, 400, 3), dtype=np.uint8)

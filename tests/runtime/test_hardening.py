@@ -180,9 +180,9 @@ LEVELS = {  # (spatial_shapes, level_start_index, attribute) lies of a plugin gr
     "zero": ([[0, 32], [16, 16], [8, 8]], None, "=", "must be positive"),
     "int32-overflow": ([[65536, 65536], [16, 16], [8, 8]], None, "=", "more than int32 indices reach"),
     "out-of-order": (None, [0, 1280, 1024], None, "is not the running sum"),
-    "right-total-wrong-geometry": ([[16, 64], [16, 16], [8, 8]], None, "=", "not the 256x256 input halved"),
+    "right-total-wrong-geometry": ([[16, 64], [16, 16], [8, 8]], None, "=", "not the 256x256 input divided by a whole stride"),
     "swapped-levels": ([[16, 16], [32, 32], [8, 8]], [0, 256, 1280], "=", "neither finest first nor coarsest"),
-    "first-level-not-the-input": ([[30, 30], [15, 15], [8, 8]], [0, 900, 1125], "=", "not the 256x256 input halved"),
+    "first-level-not-the-input": ([[30, 30], [15, 15], [8, 8]], [0, 900, 1125], "=", "not the 256x256 input divided by a whole stride"),
     "attribute-differs": (None, None, [32, 32, 16, 16, 4, 16], "differs from its spatial_shapes input"),
 }
 

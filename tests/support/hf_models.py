@@ -157,6 +157,23 @@ def tiny_dab_detr(seed: int = 0) -> nn.Module:
     return DabDetrForObjectDetection(config).eval()
 
 
+def tiny_rf_detr(seed: int = 0) -> nn.Module:
+    """A tiny RF-DETR: 4-layer windowed DINOv2 (patch 14, 2x2 windows, 112-px position table), 1 level,
+    2 decoder layers, 10 queries, 5 classes. Inputs must be multiples of 28 (patch x windows)."""
+    from transformers import RfDetrConfig, RfDetrForObjectDetection
+    from transformers.models.rf_detr.configuration_rf_detr import RfDetrDinov2Config
+
+    backbone = RfDetrDinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=112,
+                                  patch_size=14, num_windows=2, window_block_indexes=[0, 2],
+                                  out_features=["stage2", "stage4"])
+    config = RfDetrConfig(backbone_config=backbone, d_model=32, decoder_ffn_dim=64, decoder_layers=2,
+                          decoder_self_attention_heads=2, decoder_cross_attention_heads=4, num_queries=10, group_detr=2,
+                          num_labels=5, projector_scale_factors=[1.0], intermediate_size=64,
+                          id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    return RfDetrForObjectDetection(config).eval()
+
+
 def tiny_rt_detr(seed: int = 0) -> nn.Module:
     """A tiny RT-DETR: ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes (see `redraw_weights_`)."""
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
