@@ -87,6 +87,10 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
             raise ExportError(str(error)) from None
     if options.fused and mode != "plugin":
         raise ExportError(f"the fused MSDA node exists only in --msda plugin mode (this export: {mode})")
+    problems = sorted({module.plugin_problem for module in attention if module.plugin_problem})
+    if mode in PLUGIN_NODES and problems:
+        raise ExportError(f"{detector.config.arch} cannot use the MSDA plugin: {'; '.join(problems)}. Export the "
+                          "portable graph (--msda portable), which computes the same function with ONNX ops")
     if options.fused and not all(module.supports_fused for module in attention):
         raise ExportError(f"{detector.config.arch} computes its sampling locations in its own modules, which the "
                           "fused node would replace: export the plain plugin (drop --fused)")

@@ -5,8 +5,16 @@ For families detrt does not re-implement (RT-DETR, ...), transformers' module is
 locations, weights in; sampled values out) is replaced by `HFSampling`, which calls `ms_deform_attn`,
 so an export gets our plugin node or the portable graph like detrt's own models. The rest of the HF
 forward, which computes the locations and weights, is unchanged.
+
+RT-DETRv2's attention calls a function instead, `multi_scale_deformable_attention_v2`, looked up in its
+modeling module. `replace_hf_sampling_v2` gives each such attention module an `HFSamplingV2` and puts a
+dispatcher in that module's place for the function: while one of those attention modules runs, the
+dispatcher calls its sampler; at any other time (other models, other code) transformers' own function.
 """
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +24,16 @@ from .ms_deform_attn import MsdaModule
 from .msda_op import ms_deform_attn
 
 HF_SAMPLING_CLASS = "MultiScaleDeformableAttention"
+HF_SAMPLING_FUNCTION = "multi_scale_deformable_attention_v2"
+_running: list["HFSamplingV2"] = []  # the samplers of the v2 attention modules running now, innermost last
+
+
+def _level_table(shapes_list: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """spatial_shapes and level_start_index from the Python sizes, not transformers' tensors: a traced
+    export then holds them as constants, which the plugin node needs."""
+    shapes = torch.tensor(shapes_list, dtype=torch.long, device=device).view(-1, 2)
+    starts = torch.tensor([0] + [h * w for h, w in shapes_list][:-1], dtype=torch.long, device=device).cumsum(0)
+    return shapes, starts
 
 
 class HFSampling(MsdaModule):
@@ -28,11 +46,7 @@ class HFSampling(MsdaModule):
     def forward(self, value: Tensor, value_spatial_shapes: Tensor, value_spatial_shapes_list: list[tuple[int, int]],
                 level_start_index: Tensor, sampling_locations: Tensor, attention_weights: Tensor,
                 im2col_step: int = 64) -> Tensor:
-        # The level table from the Python sizes, not transformers' tensors: a traced export then holds it
-        # as constants, which the plugin node needs (transformers derives its tensors from feature shapes).
-        shapes = torch.tensor(value_spatial_shapes_list, dtype=torch.long, device=value.device).view(-1, 2)
-        starts = torch.tensor([0] + [h * w for h, w in value_spatial_shapes_list][:-1], dtype=torch.long,
-                              device=value.device).cumsum(0)
+        shapes, starts = _level_table(value_spatial_shapes_list, value.device)
         return ms_deform_attn(value, shapes, starts, sampling_locations, attention_weights, impl=self.impl,
                               validate=False)
 
@@ -50,6 +64,66 @@ def replace_hf_sampling(model: nn.Module) -> int:
                                      "detrt's MSDA op takes one point count for every level")
                 setattr(parent, name, HFSampling(levels, points))
                 count += 1
+    return count
+
+
+class HFSamplingV2(MsdaModule):
+    """detrt's op for one RT-DETRv2-style attention module: value (N, S, M, D), locations (N, Lq, M, L*P, 2)
+    and weights (N, Lq, M, L*P) -> (N, Lq, M*D). detrt's op takes one point count for every level and
+    bilinear sampling; other settings (`plugin_problem`) run transformers' own function."""
+
+    def __init__(self, points_per_level: list[int], method: str) -> None:
+        super().__init__()
+        self.n_levels, self.points_per_level, self.method = len(points_per_level), list(points_per_level), method
+        self.n_points = points_per_level[0]
+        self.plugin_problem = None
+        if len(set(points_per_level)) != 1:
+            self.plugin_problem = f"it samples {points_per_level} points on its levels, not one count for all"
+        elif method != "default":
+            self.plugin_problem = f"it samples with the {method!r} method, not bilinearly"
+
+    def forward(self, value: Tensor, shapes_list: list[tuple[int, int]], sampling_locations: Tensor,
+                attention_weights: Tensor) -> Tensor:
+        n, queries, heads, samples, _ = sampling_locations.shape
+        shape = (n, queries, heads, self.n_levels, samples // self.n_levels)
+        shapes, starts = _level_table(shapes_list, value.device)
+        return ms_deform_attn(value, shapes, starts, sampling_locations.reshape(*shape, 2),
+                              attention_weights.reshape(shape), impl=self.impl, validate=False)
+
+
+def _dispatcher(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def sample(value: Tensor, value_spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
+               attention_weights: Tensor, num_points_list: list[int], method: str = "default") -> Tensor:
+        if _running and _running[-1].plugin_problem is None:
+            return _running[-1](value, value_spatial_shapes, sampling_locations, attention_weights)
+        return original(value, value_spatial_shapes, sampling_locations, attention_weights, num_points_list, method)
+    sample.detrt_original = original  # type: ignore[attr-defined]
+    return sample
+
+
+def _enter(module: nn.Module, args: tuple) -> None:
+    _running.append(module.detrt_sampler)
+
+
+def _leave(module: nn.Module, args: tuple, output: object) -> None:
+    _running.pop()
+
+
+def replace_hf_sampling_v2(model: nn.Module) -> int:
+    """Give every attention module of `model` that samples through transformers' v2 function an
+    `HFSamplingV2` (see the module docstring); returns how many."""
+    count = 0
+    for module in list(model.modules()):
+        modeling = sys.modules.get(type(module).__module__)
+        if not hasattr(module, "n_points_list") or not hasattr(modeling, HF_SAMPLING_FUNCTION):
+            continue
+        function = getattr(modeling, HF_SAMPLING_FUNCTION)
+        if not hasattr(function, "detrt_original"):
+            setattr(modeling, HF_SAMPLING_FUNCTION, _dispatcher(function))
+        module.detrt_sampler = HFSamplingV2(module.n_points_list, module.method)
+        module.register_forward_pre_hook(_enter)
+        module.register_forward_hook(_leave, always_call=True)
+        count += 1
     return count
 
 

@@ -21,6 +21,7 @@ class MsdaModule(nn.Module):
     ("reference" or "detrt"; the exporter sets it), `fused` the fused form where `supports_fused`."""
 
     supports_fused = False
+    plugin_problem: str | None = None  # why this module cannot be a plugin node, if it cannot
 
     def __init__(self, impl: str = "reference") -> None:
         super().__init__()

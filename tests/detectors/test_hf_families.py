@@ -18,7 +18,7 @@ from torch import nn
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rf_detr, tiny_rt_detr
+from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rf_detr, tiny_rt_detr, tiny_rt_detr_v2
 
 SIZE = (192, 256)  # not square, and not the families' training sizes
 ATOL = 1e-4  # the same fp32 network in two runtimes: measured at most 3e-6 apart here
@@ -36,6 +36,7 @@ class Family:
 
 FAMILIES = {
     "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
+    "rt_detr_v2": Family(tiny_rt_detr_v2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),  # its sampling function
     "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
     "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
     # k = the 10 queries; a ViT with 14-px patches: sizes are multiples of 28, here not the 112-px table's
@@ -62,7 +63,8 @@ def test_detector_is_hf_with_detrt_msda(arch: str) -> None:
     assert (detector.config.arch, detector.config.num_classes) == (arch, 5)
     assert detector.preprocess.fixed_size == family.fixed_size and detector.preprocess.mean == family.mean
     assert detector.class_names == [f"class{i}" for i in range(5)]
-    assert sum(type(m).__name__ == "HFSampling" for m in detector.model.modules()) == family.msda_nodes
+    samplers = [m for m in detector.model.modules() if type(m).__name__ in ("HFSampling", "HFSamplingV2")]
+    assert len(samplers) == family.msda_nodes
     with torch.no_grad():
         ours = detector.model(inputs)
     np.testing.assert_allclose(ours["pred_logits"].numpy(), logits, rtol=0, atol=1e-5)
@@ -92,6 +94,24 @@ def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -
     probabilities = 1 / (1 + np.exp(-logits.reshape(2, -1)))
     expected = -np.sort(-probabilities, axis=1)[:, :family.top_k]
     np.testing.assert_allclose(outputs["scores"], expected, rtol=0, atol=1e-4)
+
+
+def test_rt_detr_v2_discrete_sampling_exports_portable_only(tmp_path: Path) -> None:
+    """RT-DETRv2's "discrete" method is not detrt's op: the plugin export is refused, naming why, and the
+    portable graph (transformers' own sampling) matches HF."""
+    with pytest.raises(ExportError, match="rt_detr_v2 cannot use the MSDA plugin: it samples with the 'discrete' "
+                                          "method.*--msda portable"):
+        export_onnx(from_hf(tiny_rt_detr_v2(method="discrete")), tmp_path / "p.onnx", ExportOptions(size=SIZE))
+    assert not (tmp_path / "p.onnx").exists()
+    inputs = images(SIZE)
+    logits, boxes = hf_outputs(tiny_rt_detr_v2(method="discrete"), inputs)
+    path = tmp_path / "portable.onnx"
+    export_onnx(from_hf(tiny_rt_detr_v2(method="discrete")), path,
+                ExportOptions(msda="portable", batch=2, size=SIZE, raw=True, normalize_in_graph=False))
+    session = create_session(path)
+    outputs = dict(zip([o.name for o in session.get_outputs()],
+                       session.run(None, {session.get_inputs()[0].name: inputs.numpy()})))
+    assert np.abs(outputs["pred_logits"] - logits).max() < ATOL and np.abs(outputs["pred_boxes"] - boxes).max() < ATOL
 
 
 def test_refuses_the_fused_node(tmp_path: Path) -> None:

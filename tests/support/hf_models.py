@@ -174,6 +174,22 @@ def tiny_rf_detr(seed: int = 0) -> nn.Module:
     return RfDetrForObjectDetection(config).eval()
 
 
+def tiny_rt_detr_v2(seed: int = 0, method: str = "default") -> nn.Module:
+    """A tiny RT-DETRv2, shaped as `tiny_rt_detr`, sampling with `method` ("default" or "discrete")."""
+    from transformers import RTDetrResNetConfig, RTDetrV2Config, RTDetrV2ForObjectDetection
+
+    backbone = RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                                  layer_type="basic", out_features=["stage2", "stage3", "stage4"])
+    config = RTDetrV2Config(backbone_config=backbone, d_model=32, encoder_hidden_dim=32,
+                            encoder_in_channels=[32, 64, 128], encoder_ffn_dim=64, encoder_attention_heads=2,
+                            decoder_attention_heads=2, decoder_ffn_dim=64, decoder_layers=2, num_queries=20,
+                            num_labels=5, num_denoising=0, decoder_in_channels=[32, 32, 32],
+                            use_pretrained_backbone=False, decoder_method=method,
+                            id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    return redraw_weights_(RTDetrV2ForObjectDetection(config), seed, std=0.3)
+
+
 def tiny_rt_detr(seed: int = 0) -> nn.Module:
     """A tiny RT-DETR: ResNet-ish backbone, 2 decoder layers, 20 queries, 5 classes (see `redraw_weights_`)."""
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
