@@ -6,10 +6,12 @@ locations, weights in; sampled values out) is replaced by `HFSampling`, which ca
 so an export gets our plugin node or the portable graph like detrt's own models. The rest of the HF
 forward, which computes the locations and weights, is unchanged.
 
-RT-DETRv2's attention calls a function instead, `multi_scale_deformable_attention_v2`, looked up in its
-modeling module. `replace_hf_sampling_v2` gives each such attention module an `HFSamplingV2` and puts a
-dispatcher in that module's place for the function: while one of those attention modules runs, the
-dispatcher calls its sampler; at any other time (other models, other code) transformers' own function.
+RT-DETRv2, D-FINE and DEIMv2 sample with a function instead, `multi_scale_deformable_attention_v2`.
+D-FINE and DEIMv2 keep it in an attribute of each attention module, which `replace_hf_sampling_v2`
+replaces by an `HFSamplingV2`. RT-DETRv2 looks it up in its modeling module: each attention module gets
+an `HFSamplingV2`, and a dispatcher takes the function's place there: while one of those attention
+modules runs, the dispatcher calls its sampler; at any other time (other models, other code)
+transformers' own function.
 """
 from __future__ import annotations
 
@@ -72,9 +74,10 @@ class HFSamplingV2(MsdaModule):
     and weights (N, Lq, M, L*P) -> (N, Lq, M*D). detrt's op takes one point count for every level and
     bilinear sampling; other settings (`plugin_problem`) run transformers' own function."""
 
-    def __init__(self, points_per_level: list[int], method: str) -> None:
+    def __init__(self, points_per_level: list[int], method: str, original: Callable[..., Tensor]) -> None:
         super().__init__()
         self.n_levels, self.points_per_level, self.method = len(points_per_level), list(points_per_level), method
+        self.original = original  # transformers' function, for what detrt's op does not do
         self.n_points = points_per_level[0]
         self.plugin_problem = None
         if len(set(points_per_level)) != 1:
@@ -83,7 +86,10 @@ class HFSamplingV2(MsdaModule):
             self.plugin_problem = f"it samples with the {method!r} method, not bilinearly"
 
     def forward(self, value: Tensor, shapes_list: list[tuple[int, int]], sampling_locations: Tensor,
-                attention_weights: Tensor) -> Tensor:
+                attention_weights: Tensor, num_points_list: list[int] | None = None, method: str | None = None) -> Tensor:
+        if self.plugin_problem is not None:
+            return self.original(value, shapes_list, sampling_locations, attention_weights, self.points_per_level,
+                                 self.method)
         n, queries, heads, samples, _ = sampling_locations.shape
         shape = (n, queries, heads, self.n_levels, samples // self.n_levels)
         shapes, starts = _level_table(shapes_list, value.device)
@@ -94,7 +100,7 @@ class HFSamplingV2(MsdaModule):
 def _dispatcher(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
     def sample(value: Tensor, value_spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor,
                attention_weights: Tensor, num_points_list: list[int], method: str = "default") -> Tensor:
-        if _running and _running[-1].plugin_problem is None:
+        if _running:
             return _running[-1](value, value_spatial_shapes, sampling_locations, attention_weights)
         return original(value, value_spatial_shapes, sampling_locations, attention_weights, num_points_list, method)
     sample.detrt_original = original  # type: ignore[attr-defined]
@@ -111,16 +117,23 @@ def _leave(module: nn.Module, args: tuple, output: object) -> None:
 
 def replace_hf_sampling_v2(model: nn.Module) -> int:
     """Give every attention module of `model` that samples through transformers' v2 function an
-    `HFSamplingV2` (see the module docstring); returns how many."""
+    `HFSamplingV2`: in place of its `ms_deformable_attn_core` attribute (D-FINE, DEIMv2), or through the
+    dispatcher (RT-DETRv2, see the module docstring); returns how many."""
     count = 0
     for module in list(model.modules()):
+        core = getattr(module, "ms_deformable_attn_core", None)
+        if callable(core) and not isinstance(core, nn.Module):
+            module.ms_deformable_attn_core = HFSamplingV2(module.num_points_list, module.decoder_method, core)
+            count += 1
+            continue
         modeling = sys.modules.get(type(module).__module__)
         if not hasattr(module, "n_points_list") or not hasattr(modeling, HF_SAMPLING_FUNCTION):
             continue
         function = getattr(modeling, HF_SAMPLING_FUNCTION)
         if not hasattr(function, "detrt_original"):
             setattr(modeling, HF_SAMPLING_FUNCTION, _dispatcher(function))
-        module.detrt_sampler = HFSamplingV2(module.n_points_list, module.method)
+        original = getattr(modeling, HF_SAMPLING_FUNCTION).detrt_original
+        module.detrt_sampler = HFSamplingV2(module.n_points_list, module.method, original)
         module.register_forward_pre_hook(_enter)
         module.register_forward_hook(_leave, always_call=True)
         count += 1

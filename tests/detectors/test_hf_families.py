@@ -1,5 +1,5 @@
-"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, LW-DETR, RF-DETR;
-and DAB-DETR, which has no MSDA),
+"""HuggingFace families that run as transformers' own module with detrt's MSDA (RT-DETR, RT-DETRv2, D-FINE,
+DEIMv2, LW-DETR, RF-DETR; and DAB-DETR, which has no MSDA),
 offline and with random weights: the detector, its plugin and portable exports (raw logits and boxes
 against HF's forward in ONNX Runtime), a saved directory through the CLI, and the runtime on the export.
 """
@@ -18,7 +18,8 @@ from torch import nn
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_dab_detr, tiny_lw_detr, tiny_rf_detr, tiny_rt_detr, tiny_rt_detr_v2
+from support.hf_models import (tiny_d_fine, tiny_dab_detr, tiny_deimv2, tiny_lw_detr, tiny_rf_detr, tiny_rt_detr,
+                                tiny_rt_detr_v2)
 
 SIZE = (192, 256)  # not square, and not the families' training sizes
 ATOL = 1e-4  # the same fp32 network in two runtimes: measured at most 3e-6 apart here
@@ -37,6 +38,8 @@ class Family:
 FAMILIES = {
     "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
     "rt_detr_v2": Family(tiny_rt_detr_v2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),  # its sampling function
+    "d_fine": Family(tiny_d_fine, 2, 20, (0.0, 0.0, 0.0), (640, 640)),          # one point count for all levels
+    "deimv2": Family(tiny_deimv2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),
     "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
     "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
     # k = the 10 queries; a ViT with 14-px patches: sizes are multiples of 28, here not the 112-px table's
@@ -96,17 +99,24 @@ def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -
     np.testing.assert_allclose(outputs["scores"], expected, rtol=0, atol=1e-4)
 
 
-def test_rt_detr_v2_discrete_sampling_exports_portable_only(tmp_path: Path) -> None:
-    """RT-DETRv2's "discrete" method is not detrt's op: the plugin export is refused, naming why, and the
-    portable graph (transformers' own sampling) matches HF."""
-    with pytest.raises(ExportError, match="rt_detr_v2 cannot use the MSDA plugin: it samples with the 'discrete' "
-                                          "method.*--msda portable"):
-        export_onnx(from_hf(tiny_rt_detr_v2(method="discrete")), tmp_path / "p.onnx", ExportOptions(size=SIZE))
+SAMPLING_THE_OP_LACKS = {
+    "discrete": (lambda: tiny_rt_detr_v2(method="discrete"), "rt_detr_v2", "it samples with the 'discrete' method"),
+    "points-per-level": (lambda: tiny_d_fine(points=[3, 6, 3]), "d_fine", r"it samples \[3, 6, 3\] points"),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLING_THE_OP_LACKS)
+def test_sampling_the_op_lacks_exports_portable_only(case: str, tmp_path: Path) -> None:
+    """RT-DETRv2's "discrete" method and D-FINE's point count per level are not detrt's op: the plugin
+    export is refused, naming why, and the portable graph (transformers' own sampling) matches HF."""
+    build, arch, reason = SAMPLING_THE_OP_LACKS[case]
+    with pytest.raises(ExportError, match=f"{arch} cannot use the MSDA plugin: {reason}.*--msda portable"):
+        export_onnx(from_hf(build()), tmp_path / "p.onnx", ExportOptions(size=SIZE))
     assert not (tmp_path / "p.onnx").exists()
     inputs = images(SIZE)
-    logits, boxes = hf_outputs(tiny_rt_detr_v2(method="discrete"), inputs)
+    logits, boxes = hf_outputs(build(), inputs)
     path = tmp_path / "portable.onnx"
-    export_onnx(from_hf(tiny_rt_detr_v2(method="discrete")), path,
+    export_onnx(from_hf(build()), path,
                 ExportOptions(msda="portable", batch=2, size=SIZE, raw=True, normalize_in_graph=False))
     session = create_session(path)
     outputs = dict(zip([o.name for o in session.get_outputs()],

@@ -119,9 +119,10 @@ def max_differences(hf: nn.Module, model: nn.Module) -> tuple[float, float]:
 
 def redraw_weights_(model: nn.Module, seed: int, std: float) -> nn.Module:
     """Every weight matrix drawn again from N(0, std), seeded. transformers' own initialisation of a tiny
-    RT-DETR gives many encoder positions the same score, and its top-k query selection then breaks the
-    ties differently in PyTorch and ONNX Runtime (0.3 separates them); too large a std makes LW-DETR's
-    windowed ViT chaotic, so that fp32 rounding alone moves its outputs (0.1 keeps it at 5e-7)."""
+    RT-DETR, D-FINE or DEIMv2 gives many encoder positions the same score, and the top-k query selection
+    then breaks the ties differently in PyTorch and ONNX Runtime (0.3 separates them for RT-DETR, 0.1
+    for D-FINE and DEIMv2); too large a std makes LW-DETR's windowed ViT, D-FINE and DEIMv2 chaotic, so
+    that fp32 rounding alone moves their outputs (0.1 keeps them within 3e-6)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -188,6 +189,41 @@ def tiny_rt_detr_v2(seed: int = 0, method: str = "default") -> nn.Module:
                             id2label={i: f"class{i}" for i in range(5)})
     torch.manual_seed(seed)
     return redraw_weights_(RTDetrV2ForObjectDetection(config), seed, std=0.3)
+
+
+def _tiny_hgnet() -> Any:
+    from transformers import HGNetV2Config
+
+    return HGNetV2Config(stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 32, 64], stage_mid_channels=[8, 8, 16, 16],
+                         stage_out_channels=[16, 32, 64, 128], stage_num_blocks=[1, 1, 1, 1],
+                         stage_downsample=[False, True, True, True], stage_light_block=[False, False, True, True],
+                         stage_kernel_size=[3, 3, 5, 5], stage_numb_of_layers=[2, 2, 2, 2],
+                         out_features=["stage2", "stage3", "stage4"], hidden_sizes=[16, 32, 64, 128],
+                         depths=[1, 1, 1, 1], embedding_size=8)
+
+
+def _tiny_d_fine_like(config_class: Any, model_class: Any, seed: int, points: int | list[int]) -> nn.Module:
+    config = config_class(backbone_config=_tiny_hgnet(), encoder_in_channels=[32, 64, 128], encoder_hidden_dim=32,
+                          d_model=32, decoder_in_channels=[32, 32, 32], encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          encoder_attention_heads=2, decoder_attention_heads=2, decoder_layers=2, num_queries=20,
+                          num_labels=5, num_denoising=0, decoder_n_points=points, use_pretrained_backbone=False,
+                          id2label={i: f"class{i}" for i in range(5)})
+    torch.manual_seed(seed)
+    return redraw_weights_(model_class(config), seed, std=0.1)
+
+
+def tiny_d_fine(seed: int = 0, points: int | list[int] = 4) -> nn.Module:
+    """A tiny D-FINE: a small HGNetV2, 3 levels, 2 decoder layers, 20 queries, `points` per level."""
+    from transformers import DFineConfig, DFineForObjectDetection
+
+    return _tiny_d_fine_like(DFineConfig, DFineForObjectDetection, seed, points)
+
+
+def tiny_deimv2(seed: int = 0, points: int | list[int] = 4) -> nn.Module:
+    """A tiny DEIMv2, shaped as `tiny_d_fine`."""
+    from transformers import Deimv2Config, Deimv2ForObjectDetection
+
+    return _tiny_d_fine_like(Deimv2Config, Deimv2ForObjectDetection, seed, points)
 
 
 def tiny_rt_detr(seed: int = 0) -> nn.Module:
