@@ -67,7 +67,13 @@ def compare(args: argparse.Namespace) -> dict:
 
     if args.images is None and args.coco is None:
         raise InputError("give the images to compare on: --images DIR (and/or --coco JSON)")
-    comparison = run_compare(args.reference or args.zoo, args.candidate, args.images, args.coco, args.num, args.batch,
+    if args.hf:
+        from detrt.detectors import from_hf
+
+        reference = from_hf(args.hf)
+    else:
+        reference = args.reference or args.zoo
+    comparison = run_compare(reference, args.candidate, args.images, args.coco, args.num, args.batch,
                              strict=args.strict)
     for skip in comparison.skipped:
         print(f"skipped {skip}", file=sys.stderr)
@@ -145,6 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     reference = parser.add_mutually_exclusive_group(required=True)
     reference.add_argument("--reference", metavar="CHECKPOINT", help="the reference checkpoint (.pth)")
     reference.add_argument("--zoo", help="the reference as a shipped model name, e.g. shapes-deformable-detr")
+    reference.add_argument("--hf", metavar="DIR", help="the reference as a HuggingFace detector directory "
+                                                       "(save_pretrained), as `detrt export --hf` reads it")
     parser.add_argument("--candidate", nargs="+", required=True, metavar="MODEL",
                         help="ONNX files (fp32, fp16, int8; plugin or portable) and TensorRT engines")
     parser.add_argument("--images", help="a folder of RGB images (default with --coco: images/ beside it)")

@@ -147,3 +147,30 @@ def test_directory_through_the_cli_and_runtime(arch: str, tmp_path: Path, capsys
     assert np.isfinite(detections.boxes.numpy()).all() and ((0 <= scores) & (scores <= 1)).all()
     assert (np.diff(scores) <= 0).all()  # top-k order
     assert detections.boxes[:, 2:].sub(detections.boxes[:, :2]).min() >= 0  # xyxy in the image's pixels
+
+
+def test_compare_and_bench_against_the_hf_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`detrt compare --hf DIR` checks the family's exports against transformers' module (tensors,
+    detections), and `detrt bench` times one; RT-DETR at its own 640x640."""
+    import json
+
+    from PIL import Image
+
+    tiny_rt_detr().save_pretrained(tmp_path / "hf")
+    plugin, portable = tmp_path / "plugin.onnx", tmp_path / "portable.onnx"
+    assert main(["export", "--hf", str(tmp_path / "hf"), "-o", str(plugin)]) == 0
+    assert main(["export", "--hf", str(tmp_path / "hf"), "--msda", "portable", "-o", str(portable)]) == 0
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (360, 480, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    capsys.readouterr()
+    assert main(["compare", "--hf", str(tmp_path / "hf"), "--candidate", str(plugin), str(portable),
+                 "--images", str(tmp_path / "images"), "--out", str(tmp_path / "cmp")]) == 0
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {name: c["passed"] for name, c in report["candidates"].items()} == {"plugin.onnx": True,
+                                                                              "portable.onnx": True}
+    capsys.readouterr()
+    assert main(["bench", str(plugin), "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "bench"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_ms"]["p50"] > 0
+
