@@ -52,6 +52,35 @@ class Architecture:
     fp16_box_nodes: tuple[str, ...] = field(default=())       # ONNX node patterns of the box refinement
 
 
+def hf_architecture(name: str, title: str, hf_class: str, defaults: Mapping[str, Any],
+                    prepare: Callable[[nn.Module], object], fields: Callable[[Any], dict[str, Any]],
+                    preprocess: Callable[[Any], "PreprocessSpec"], top_k: str = "num_select",
+                    has_msda: bool = True, fp16_sampling_nodes: tuple[str, ...] = ()) -> Architecture:
+    """An `Architecture` for a family that runs as transformers' own module (`models/hf_wrapped.py`):
+    `prepare(hf_model)` routes its sampling through detrt's op (and whatever else export needs),
+    `fields(hf_config)` gives the `DetectorConfig` fields, `preprocess(hf_config)` the pre-processing;
+    post-processing is sigmoid top-k over queries x classes, k the config field `top_k`. Such a family
+    has no bare checkpoints: `build` refuses, naming `detrt export --hf`."""
+    from ..models.hf_wrapped import HFDetectorModel
+    from ..postprocess import postprocess_sigmoid_topk
+
+    def build(config: Any) -> nn.Module:
+        raise InputError(f"{title} models load from a HuggingFace directory (`detrt export --hf DIR`, "
+                         "`detrt.detectors.from_hf`), not from a bare checkpoint")
+
+    def postprocess(logits: Tensor, boxes: Tensor, image_sizes: Tensor, config: Any) -> tuple[Tensor, Tensor, Tensor]:
+        return postprocess_sigmoid_topk(logits, boxes, image_sizes, getattr(config, top_k))
+
+    def hf_wrap(hf_model: nn.Module) -> tuple[nn.Module, dict[str, Any], "PreprocessSpec"]:
+        prepare(hf_model)
+        return HFDetectorModel(hf_model), fields(hf_model.config), preprocess(hf_model.config)
+
+    return Architecture(name=name, title=title, defaults=defaults, options=(), build=build,
+                        owns=lambda state: False, config_from_weights=lambda state, nheads: {},
+                        postprocess=postprocess, has_msda=has_msda, hf_class=hf_class,
+                        hf_wrap=hf_wrap, fp16_sampling_nodes=fp16_sampling_nodes)
+
+
 _REGISTRY: dict[str, Architecture] = {}
 
 

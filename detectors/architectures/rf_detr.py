@@ -21,10 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..models.hf_wrapped import HFDetectorModel, replace_hf_sampling
-from ..postprocess import postprocess_sigmoid_topk
+from ..models.hf_wrapped import replace_hf_sampling
 from ..preprocess import PreprocessSpec
-from . import Architecture, StateDict, register
+from . import hf_architecture, register
+from .lw_detr import LW_DETR_SAMPLING_NODES, lw_detr_fields
 
 
 class FixedSizePositions:
@@ -47,41 +47,19 @@ class FixedSizePositions:
         return table
 
 
-def build(config: Any) -> nn.Module:
-    raise InputError("RF-DETR models load from a HuggingFace directory (`detrt export --hf DIR`, "
-                     "`detrt.detectors.from_hf`), not from a bare checkpoint")
-
-
-def postprocess(logits: Tensor, boxes: Tensor, image_sizes: Tensor, config: Any) -> tuple[Tensor, Tensor, Tensor]:
-    return postprocess_sigmoid_topk(logits, boxes, image_sizes, config.num_queries)
-
-
-def hf_wrap(hf_model: nn.Module) -> tuple[nn.Module, dict[str, Any], PreprocessSpec]:
-    """transformers' RF-DETR with detrt's MSDA and fixed-size position tables -> (model, fields, pre-processing)."""
+def prepare(hf_model: nn.Module) -> None:
+    """detrt's MSDA, and position tables kept per size (`FixedSizePositions`)."""
     replace_hf_sampling(hf_model)
-    embeddings = [m for m in hf_model.modules() if hasattr(m, "interpolate_pos_encoding")]
-    for module in embeddings:
+    for module in [m for m in hf_model.modules() if hasattr(m, "interpolate_pos_encoding")]:
         module.interpolate_pos_encoding = FixedSizePositions(module.interpolate_pos_encoding)
-    c = hf_model.config
-    fields = dict(num_classes=c.num_labels, num_queries=c.num_queries, hidden_dim=c.d_model,
-                  nheads=c.decoder_cross_attention_heads, dec_layers=c.decoder_layers,
-                  dim_feedforward=c.decoder_ffn_dim, dec_n_points=c.decoder_n_points)
-    grid = c.backbone_config.patch_size * c.backbone_config.num_windows
-    return HFDetectorModel(hf_model), fields, PreprocessSpec(pad_to=grid)
 
 
-def owns(state: StateDict) -> bool:
-    return False  # never a bare state dict (see `build`)
+def preprocess(c: Any) -> PreprocessSpec:
+    return PreprocessSpec(pad_to=c.backbone_config.patch_size * c.backbone_config.num_windows)
 
 
-ARCHITECTURE = register(Architecture(
-    name="rf_detr", title="RF-DETR",
+ARCHITECTURE = register(hf_architecture(
+    name="rf_detr", title="RF-DETR", hf_class="RfDetrForObjectDetection",
     defaults=dict(num_classes=80, num_queries=300, dim_feedforward=2048),
-    options=(), build=build, owns=owns, config_from_weights=lambda state, nheads: {}, postprocess=postprocess,
-    has_msda=True, hf_class="RfDetrForObjectDetection", hf_wrap=hf_wrap,
-    fp16_sampling_nodes=(
-        "*/cross_attn/sampling_offsets/*",      # offsets projection (MatMul + bias)
-        "*/cross_attn/Div*",                    # offsets / P
-        "*/cross_attn/Mul*",                    # * reference box size * 0.5
-        "*/cross_attn/Add*",                    # + reference box centre = sampling locations
-    )))
+    prepare=prepare, fields=lw_detr_fields, preprocess=preprocess, top_k="num_queries",
+    fp16_sampling_nodes=LW_DETR_SAMPLING_NODES))
