@@ -26,6 +26,7 @@ from detrt.detectors import write_dataset, zoo
 from detrt.export import (ExportOptions, create_session, element_types, export_onnx, plugin_nodes, read_metadata,
                           register_plugin_schemas)
 from detrt.runtime.accuracy.onnx_accuracy import onnx_ap
+from tables import write_table
 
 ZOO = "shapes-deformable-detr"
 
@@ -89,13 +90,11 @@ def main() -> None:
             ap16 = onnx_ap(fp16, coco)
             rows.append(f"| {tag} | {label} | {mean:.4f} | {largest:.3f} | {ap32:.2f} | {ap16:.2f} | {ap16 - ap32:+.2f} |")
             print(rows[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
-    table = "\n".join([
-        f"Shipped model ({ZOO}), {args.num} held-out shapes images (seed 1000), ONNX Runtime CPU; location "
-        f"error over the plugin nodes' sampling locations of the first {args.location_images} images.", "",
-        "| export size | FP16 graph | location error, mean (px) | location error, max (px) | FP32 AP | FP16 AP | AP change |",
-        "|---|---|---:|---:|---:|---:|---:|", *rows])
-    args.out.write_text(table + "\n")
-    print(table)
+    print(write_table(args.out, f"Shipped model ({ZOO}), {args.num} held-out shapes images (seed 1000), ONNX Runtime "
+                      f"CPU; location error over the plugin nodes' sampling locations of the first "
+                      f"{args.location_images} images.",
+                      ["export size", "FP16 graph", "location error, mean (px)", "location error, max (px)", "FP32 AP",
+                       "FP16 AP", "AP change"], rows))
 
 
 if __name__ == "__main__":

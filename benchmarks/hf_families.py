@@ -23,6 +23,7 @@ import transformers
 
 from detrt.detectors import from_hf
 from detrt.export import ExportError, ExportOptions, create_session, export_onnx
+from tables import write_table
 
 # transformers' defaults that do not make a working model: LW-DETR's projector has no levels by default
 # (the LW-DETR small and medium checkpoints use one, at the backbone's own scale).
@@ -93,13 +94,10 @@ def main() -> None:
             cells["plugin"] = "- (no MSDA)"
         rows.append(f"| {family} | {size[0]}x{size[1]} | {eager:.0f} | {cells['portable']} | {cells['plugin']} |")
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", flush=True)
-    table = "\n".join([
-        f"{platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; batch 1, median of {args.repeats} after one warm-up (ms).", "",
-        "| family | input | PyTorch eager | ONNX Runtime, portable | ONNX Runtime, plugin |",
-        "|---|---|---:|---:|---:|", *rows])
-    args.out.write_text(table + "\n")
-    print(table)
+    caption = (f"{platform.processor() or platform.machine()}, {args.threads} threads; torch {torch.__version__}, "
+               f"transformers {transformers.__version__}; batch 1, median of {args.repeats} after one warm-up (ms).")
+    header = ["family", "input", "PyTorch eager", "ONNX Runtime, portable", "ONNX Runtime, plugin"]
+    print(write_table(args.out, caption, header, rows))
 
 
 if __name__ == "__main__":
