@@ -14,11 +14,12 @@ from ..models.hf_wrapped import replace_hf_sampling
 from ..preprocess import PreprocessSpec
 from . import hf_architecture, register
 
+# Under /hf_model/ (`HFDetectorModel`): Deformable DETR's decoder names its nodes cross_attn too.
 LW_DETR_SAMPLING_NODES = (
-    "*/cross_attn/sampling_offsets/*",      # offsets projection (MatMul + bias)
-    "*/cross_attn/Div*",                    # offsets / P
-    "*/cross_attn/Mul*",                    # * reference box size * 0.5
-    "*/cross_attn/Add*",                    # + reference box centre = sampling locations
+    "*/hf_model/*/cross_attn/sampling_offsets/*",  # offsets projection (MatMul + bias)
+    "*/hf_model/*/cross_attn/Div*",                # offsets / P
+    "*/hf_model/*/cross_attn/Mul*",                # * reference box size * 0.5
+    "*/hf_model/*/cross_attn/Add*",                # + reference box centre = sampling locations
 )
 
 

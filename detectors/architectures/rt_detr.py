@@ -15,11 +15,12 @@ from ..preprocess import PreprocessSpec
 from . import hf_architecture, register
 
 RT_DETR_PREPROCESS = PreprocessSpec(fixed_size=(640, 640), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+# Under /hf_model/ (`HFDetectorModel`), so that no other family's nodes match.
 RT_DETR_SAMPLING_NODES = (
-    "*/encoder_attn/sampling_offsets/*",    # offsets projection (MatMul + bias)
-    "*/encoder_attn/Div*",                  # offsets / P
-    "*/encoder_attn/Mul*",                  # * (points scale) * reference box size * (offset scale)
-    "*/encoder_attn/Add*",                  # + reference box centre = sampling locations
+    "*/hf_model/*/encoder_attn/sampling_offsets/*",  # offsets projection (MatMul + bias)
+    "*/hf_model/*/encoder_attn/Div*",                # offsets / P
+    "*/hf_model/*/encoder_attn/Mul*",                # * (points scale) * reference box size * (offset scale)
+    "*/hf_model/*/encoder_attn/Add*",                # + reference box centre = sampling locations
 )
 
 
