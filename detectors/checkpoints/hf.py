@@ -12,6 +12,8 @@ layer-copying helpers); each family's own config fields and modules are in its r
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,18 +49,52 @@ def from_hf(model_or_dir: nn.Module | str | os.PathLike) -> Detector:
 
     DETR, Conditional and Deformable DETR are converted to detrt's own models, with the HF DETR image
     processors' pre-processing (shortest edge 800, longest 1333, ImageNet mean/std: `PreprocessSpec()`).
-    Families registered with `hf_wrap` (RT-DETR) run as transformers' module with detrt's MSDA, with
-    their family's pre-processing.
+    Families registered with `hf_wrap` (RT-DETR, ...) run as transformers' module with detrt's MSDA, with
+    their family's pre-processing. A directory's `preprocessor_config.json`, where there is one, sets
+    the size, mean and std instead (`processor_preprocess`).
     """
     hf_model = load_hf_model(model_or_dir)
     architecture = architectures.of_hf_class(type(hf_model).__name__)
     if architecture is not None and architecture.hf_wrap is not None:  # run as transformers' own module
         model, fields, preprocess = architecture.hf_wrap(hf_model.eval())
-        return Detector(model, DetectorConfig.for_arch(architecture.name, **fields), preprocess,
-                        hf_class_names(hf_model.config))
+        return Detector(model, DetectorConfig.for_arch(architecture.name, **fields),
+                        processor_preprocess(model_or_dir, preprocess), hf_class_names(hf_model.config))
     config, state_dict, class_names = hf_to_reference(hf_model)
-    return detector_from_state_dict(state_dict, config, class_names=class_names, preprocess=PreprocessSpec(),
+    return detector_from_state_dict(state_dict, config, class_names=class_names,
+                                    preprocess=processor_preprocess(model_or_dir, PreprocessSpec()),
                                     what=f"state dict converted from HF {config.arch}")
+
+
+def processor_preprocess(model_or_dir: nn.Module | str | os.PathLike, default: PreprocessSpec) -> PreprocessSpec:
+    """`default` with the size, mean and std of the directory's `preprocessor_config.json` (transformers'
+    image processor settings), if it has one; a module, or a directory without one, keeps `default`."""
+    path = None if isinstance(model_or_dir, nn.Module) else Path(model_or_dir) / "preprocessor_config.json"
+    if path is None or not path.is_file():
+        return default
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UnsupportedHFModelError(f"{path} is not readable JSON ({error}); fix or remove it") from None
+    if settings.get("do_rescale", True) is False or abs(settings.get("rescale_factor", 1 / 255) - 1 / 255) > 1e-9:
+        raise UnsupportedHFModelError(f"{path} does not scale pixels by 1/255 (do_rescale, rescale_factor); detrt's "
+                                      "pre-processing always does")
+    size = settings.get("size") or {}
+    changes: dict = {}
+    if "height" in size and "width" in size:
+        changes["fixed_size"] = (int(size["height"]), int(size["width"]))
+    elif "shortest_edge" in size:
+        changes.update(fixed_size=None, shortest_edge=int(size["shortest_edge"]),
+                       longest_edge=int(size.get("longest_edge") or default.longest_edge))
+    if settings.get("do_normalize", True) is False:
+        changes.update(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    elif "image_mean" in settings and "image_std" in settings:
+        changes.update(mean=_per_channel(settings["image_mean"]), std=_per_channel(settings["image_std"]))
+    return dataclasses.replace(default, **changes)
+
+
+def _per_channel(value: object) -> tuple[float, float, float]:
+    values = value if isinstance(value, (list, tuple)) else [value] * 3
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
 def load_hf_model(model_or_dir: nn.Module | str | os.PathLike) -> nn.Module:

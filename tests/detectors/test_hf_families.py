@@ -5,6 +5,7 @@ against HF's forward in ONNX Runtime), a saved directory through the CLI, and th
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -154,8 +155,6 @@ def test_directory_through_the_cli_and_runtime(arch: str, tmp_path: Path, capsys
 def test_compare_and_bench_against_the_hf_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`detrt compare --hf DIR` checks the family's exports against transformers' module (tensors,
     detections), and `detrt bench` times one; RT-DETR at its own 640x640."""
-    import json
-
     from PIL import Image
 
     tiny_rt_detr().save_pretrained(tmp_path / "hf")
@@ -175,4 +174,23 @@ def test_compare_and_bench_against_the_hf_directory(tmp_path: Path, capsys: pyte
     capsys.readouterr()
     assert main(["bench", str(plugin), "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "bench"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["latency_ms"]["p50"] > 0
+
+
+def test_a_directory_preprocessor_config_sets_size_mean_and_std(tmp_path: Path) -> None:
+    """transformers' own processor file (RTDetrImageProcessor, RfDetrImageProcessor as saved), and ours."""
+    from transformers import RfDetrImageProcessor, RTDetrImageProcessor
+
+    tiny_rt_detr().save_pretrained(tmp_path / "rt")
+    RTDetrImageProcessor(size={"height": 320, "width": 480}).save_pretrained(tmp_path / "rt")
+    spec = from_hf(tmp_path / "rt").preprocess
+    assert (spec.fixed_size, spec.mean, spec.std) == ((320, 480), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    tiny_rf_detr().save_pretrained(tmp_path / "rf")
+    RfDetrImageProcessor(size={"height": 560, "width": 560}, image_mean=[0.5, 0.5, 0.5], image_std=0.25).save_pretrained(
+        tmp_path / "rf")
+    spec = from_hf(tmp_path / "rf").preprocess
+    assert (spec.fixed_size, spec.mean, spec.std, spec.pad_to) == ((560, 560), (0.5,) * 3, (0.25,) * 3, 28)
+    settings = json.loads((tmp_path / "rf" / "preprocessor_config.json").read_text())
+    (tmp_path / "rf" / "preprocessor_config.json").write_text(json.dumps({**settings, "do_rescale": False}))
+    with pytest.raises(ValueError, match="does not scale pixels by 1/255"):
+        from_hf(tmp_path / "rf")
 
