@@ -119,6 +119,14 @@ def _cast_to(node: onnx.NodeProto) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
 
 
+def _drop_unread_casts(graph: onnx.GraphProto) -> None:
+    """Remove the Cast nodes whose outputs no node and no graph output reads."""
+    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    live = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
+    del graph.node[:]
+    graph.node.extend(live)
+
+
 def _drop_float16_round_trips(model: onnx.ModelProto) -> None:
     """The converter casts the output of every float32 node to float16 and back for a float32 consumer,
     even between two kept nodes; that rounding defeats the keep list (and turns values beyond 65504 into
@@ -138,10 +146,7 @@ def _drop_float16_round_trips(model: onnx.ModelProto) -> None:
     for node in graph.node:
         for index, name in enumerate(node.input):
             node.input[index] = renamed.get(name, name)
-    used = {name for node in graph.node for name in node.input} | graph_outputs
-    live = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
-    del graph.node[:]
-    graph.node.extend(live)
+    _drop_unread_casts(graph)
 
 
 def _float32_plugin_samples(model: onnx.ModelProto) -> None:
@@ -167,10 +172,7 @@ def _float32_plugin_samples(model: onnx.ModelProto) -> None:
                 cast = onnx.helper.make_node("Cast", [name], [node.input[position]], to=float32,
                                              name=f"{node.name}/sample{position}/float32")
                 graph.node.insert(list(graph.node).index(node), cast)
-    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
-    live = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
-    del graph.node[:]
-    graph.node.extend(live)
+    _drop_unread_casts(graph)
 
 
 def to_fp16(model: onnx.ModelProto, keep: KeepList) -> onnx.ModelProto:
