@@ -36,14 +36,15 @@ from .onnx_passes import (
 )
 from .onnx_schemas import register_plugin_schemas
 from .ort_plugins import create_session
+from .patch import PatchError, PatchReport, patch_onnx
 from .plugin_graph import validate_plugin_graph
 from .report import ExportReport
 
 __all__ = [
     "DEFAULT_OPSET", "DEFORM_CONV_PLUGIN", "DETRT_FUSED_PLUGIN", "DETRT_PLUGIN", "INPUT_NAME", "MSDA_MODES",
-    "NVIDIA_PLUGIN", "OUTPUT_NAMES", "RAW_OUTPUT_NAMES", "ExportError", "ExportModule", "ExportOptions",
+    "NVIDIA_PLUGIN", "OUTPUT_NAMES", "PatchError", "PatchReport", "RAW_OUTPUT_NAMES", "ExportError", "ExportModule", "ExportOptions",
     "ExportReport", "ModelMetadata", "NotADetrtModelError", "PluginNode", "check_exportable", "create_session",
-    "describe_detector", "element_types", "export_onnx", "finalize", "infer_shapes", "load_onnx", "plugin_nodes",
+    "describe_detector", "element_types", "export_onnx", "finalize", "infer_shapes", "load_onnx", "patch_onnx", "plugin_nodes",
     "read_metadata", "register_plugin_schemas", "save_atomic", "simplify", "validate_plugin_graph",
     "weights_fingerprint", "write_metadata",
 ]

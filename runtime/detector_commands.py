@@ -1,4 +1,4 @@
-"""The detector-side `detrt` subcommands (version, inspect, dataset, train, eval, export): arguments and
+"""The detector-side `detrt` subcommands (version, inspect, dataset, train, eval, export, patch): arguments and
 handlers; each handler returns a dict that the CLI prints."""
 from __future__ import annotations
 
@@ -117,6 +117,17 @@ def export(args: argparse.Namespace) -> dict:
     return report.to_dict()
 
 
+def patch(args: argparse.Namespace) -> dict:
+    """Replace the MSDA subgraphs of an ONNX file exported by other code by detrt plugin nodes."""
+    from detrt.export import patch_onnx
+
+    report = patch_onnx(args.onnx, args.output, fused=args.fused, seed=args.seed,
+                        progress=lambda message: print(message, file=sys.stderr, flush=True))
+    if args.json:
+        return report.to_dict()
+    return {**report.to_dict(), "replaced": "".join(f"\n  {line}" for line in report.lines())}
+
+
 def architecture_titles() -> str:
     """"DETR, Conditional DETR or Deformable DETR": the registered families, for help texts."""
     titles = [architecture.title for architecture in all_architectures()]
@@ -124,7 +135,7 @@ def architecture_titles() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add version, inspect, dataset, train, eval and export to the `detrt` parser."""
+    """Add version, inspect, dataset, train, eval, export and patch to the `detrt` parser."""
     version_parser = sub.add_parser("version", help="print the versions of detrt and its main dependencies")
     version_parser.set_defaults(handler=version)
 
@@ -182,3 +193,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="leave mean/std normalisation out of the graph (input is then normalised)")
     export_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     export_parser.set_defaults(handler=export)
+
+    patch_parser = sub.add_parser("patch", help="replace the MSDA subgraphs (GridSample per level) of an ONNX file "
+                                                "exported by other code by detrt plugin nodes")
+    patch_parser.add_argument("onnx", help="the ONNX file to patch (e.g. torch.onnx.export of a HF RT-DETR or D-FINE)")
+    patch_parser.add_argument("-o", "--output", required=True, help="the patched ONNX file to write")
+    patch_parser.add_argument("--fused", action="store_true",
+                              help="use the fused node, which also computes the sampling locations and the softmax")
+    patch_parser.add_argument("--seed", type=int, default=0, help="seed of the random input of the check run")
+    patch_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    patch_parser.set_defaults(handler=patch)
