@@ -110,9 +110,10 @@ def test_every_variant_parses_and_builds(rtx, name: str, tmp_path: Path) -> None
 
 @pytest.mark.slow
 # One family per way its sampling reaches detrt's op: module replaced (RT-DETR; RF-DETR with its
-# position table), function dispatched (RT-DETRv2), per-module function replaced (D-FINE). LW-DETR and
+# position table), function dispatched (RT-DETRv2, here with the "discrete" method), per-module function
+# replaced (D-FINE, here with points per level [3, 6, 3]: the points_per_level attribute). LW-DETR and
 # DEIMv2 take the RT-DETR and D-FINE routes.
-@pytest.mark.parametrize("family", ["rt_detr", "rt_detr_v2", "d_fine", "rf_detr"])
+@pytest.mark.parametrize("family", ["rt_detr", "rt_detr_v2-discrete", "d_fine-points-3-6-3", "rf_detr"])
 def test_hf_family_plugin_graph_builds(rtx, family: str, tmp_path: Path) -> None:
     """The HF families with MSDA (transformers' modules with detrt's MSDA): one plugin layer per decoder
     layer, and an engine."""
@@ -120,12 +121,40 @@ def test_hf_family_plugin_graph_builds(rtx, family: str, tmp_path: Path) -> None
     from support.hf_models import tiny_d_fine, tiny_rf_detr, tiny_rt_detr, tiny_rt_detr_v2
 
     path = tmp_path / f"{family}.onnx"
-    model = {"rt_detr": tiny_rt_detr, "rt_detr_v2": tiny_rt_detr_v2, "d_fine": tiny_d_fine,
-             "rf_detr": tiny_rf_detr}[family]()
+    model = {"rt_detr": tiny_rt_detr, "rt_detr_v2-discrete": lambda: tiny_rt_detr_v2(method="discrete"),
+             "d_fine-points-3-6-3": lambda: tiny_d_fine(points=[3, 6, 3]), "rf_detr": tiny_rf_detr}[family]()
     size = (224, 336) if family == "rf_detr" else (192, 256)  # RF-DETR: multiples of its 28-px window grid
     export_onnx(from_hf(model), path, ExportOptions(msda="plugin", batch=1, size=size))
     assert_one_plugin_layer_per_msda_node(rtx, path, 1, "FLOAT")
     assert build(path, path.with_suffix(".engine"))["precision"] == "fp32"
+
+
+@pytest.mark.slow
+def test_patched_foreign_export_builds(rtx, tmp_path: Path) -> None:
+    """`detrt patch --fused` of a plain torch.onnx export (transformers' RT-DETR): fused plugin layers, and an
+    engine from TensorRT-RTX's builder."""
+    import torch
+
+    from detrt.export import patch_onnx
+    from support.hf_models import tiny_rt_detr
+
+    class Outputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = tiny_rt_detr()
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outputs = self.model(pixel_values=images)
+            return outputs.logits, outputs.pred_boxes
+
+    source, patched = tmp_path / "foreign.onnx", tmp_path / "patched.onnx"
+    torch.onnx.export(Outputs().eval(), (torch.rand(1, 3, 192, 256),), str(source), opset_version=17, dynamo=False)
+    patch_onnx(source, patched, fused=True)
+    assert {node.op_type for node in msda_nodes(patched)} == {DETRT_FUSED_PLUGIN.name}
+    assert_one_plugin_layer_per_msda_node(rtx, patched, 1, "FLOAT")
+    builder, network, _ = parsed_network(rtx, patched)  # no detrt metadata: TensorRT's builder, not `detrt build`
+    engine = builder.build_serialized_network(network, builder.create_builder_config())
+    assert engine is not None and engine.nbytes > 100_000
 
 
 def test_fp16_and_int8_graphs_of_the_shipped_model_build(rtx, tmp_path: Path) -> None:
