@@ -386,7 +386,9 @@ int32_t MsdaPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
                                                                                    : DETRT_MSDA_FLOAT16_FLOAT32,
                                      DETRT_MSDA_INT32,
                                      shapes,
-                                     starts};
+                                     starts,
+                                     nullptr,
+                                     DETRT_MSDA_BILINEAR};
     const detrt_msda_status status =
         form_->fused ? detrt_msda_fused_forward_cuda(&problem, inputs[0], inputs[3], static_cast<int>(dims[3].d[3]),
                                                      inputs[4], inputs[5], outputs[0], stream)
