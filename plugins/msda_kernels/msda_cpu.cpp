@@ -102,12 +102,13 @@ int gather_corners(const Job<T>& job, long long head, Scratch<T>& scratch, Corne
         reference[i] = sample_at(job, job.reference, source + i);
       }
     }
-    for (int k = level.first_sample; k < level.first_sample + level.points; ++k) {
+    const int points = p.level_points[l];
+    for (int k = p.first_sample[l]; k < p.first_sample[l] + points; ++k) {
       float x = sample_at(job, job.locations, 2 * (first + k));
       float y = sample_at(job, job.locations, 2 * (first + k) + 1);
       float attention;
       if (job.reference_dim != 0) {
-        fused_location(reference, job.reference_dim, x, y, level, x, y);
+        fused_location(reference, job.reference_dim, x, y, points, level, x, y);
         attention = scratch.exps[k];
       } else {
         attention = sample_at(job, job.weights, first + k);

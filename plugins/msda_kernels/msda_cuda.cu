@@ -51,6 +51,8 @@ struct Shape {
   int num_values;
   int num_heads;
   int num_queries;
+  int level_points[DETRT_MSDA_MAX_LEVELS];  // P_l
+  int first_sample[DETRT_MSDA_MAX_LEVELS];  // P_0 + ... + P_{l-1}
   int num_levels;
   int num_samples;  // T: samples per head
   int method;       // detrt_msda_method
@@ -152,6 +154,29 @@ __device__ void softmax_stats(const Shape& s, const Pointers<T>& t, long long fi
   __syncthreads();
 }
 
+// The level of sample k of a head: how many levels after the first start at or before k (the first
+// samples increase strictly). Static indices over all 16 slots, so the parameter array stays in
+// constant memory (a dynamic index would copy it to local memory) and the shared level table keeps
+// its 12-byte levels.
+__device__ __forceinline__ int level_of_sample(const Shape& s, int k) {
+  int level = 0;
+#pragma unroll
+  for (int l = 1; l < DETRT_MSDA_MAX_LEVELS; ++l) {
+    level += l < s.num_levels && k >= s.first_sample[l] ? 1 : 0;
+  }
+  return level;
+}
+
+// P_l of level `level`, by the same static indexing.
+__device__ __forceinline__ int points_of_level(const Shape& s, int level) {
+  int points = 0;
+#pragma unroll
+  for (int l = 0; l < DETRT_MSDA_MAX_LEVELS; ++l) {
+    points = l == level ? s.level_points[l] : points;
+  }
+  return points;
+}
+
 // Fills table[head * (T + 1) + k] with the corners of sample k of each head of the block.
 template <typename T, bool kFused>
 __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* levels, long long first_head,
@@ -163,7 +188,7 @@ __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* 
   for (int i = threadIdx.x; i < heads_here * samples; i += blockDim.x) {
     const int head = i / samples;
     const int k = i % samples;
-    const int l = level_of_sample(levels, s.num_levels, k);
+    const int l = level_of_sample(s, k);
     const Level& level = levels[l];
     const long long sample = first_head * samples + i;
     float x = sample_at(t, t.locations, 2 * sample);
@@ -178,7 +203,7 @@ __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* 
         reference[2] = sample_at(t, t.reference, source + 2);
         reference[3] = sample_at(t, t.reference, source + 3);
       }
-      fused_location(reference, s.reference_dim, x, y, level, x, y);
+      fused_location(reference, s.reference_dim, x, y, points_of_level(s, l), level, x, y);
       attention = expf(slot.weight[0] - stats[head].x) / stats[head].y;
     } else {
       attention = sample_at(t, t.weights, sample);
@@ -343,6 +368,8 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   Shape shape{};
   for (int l = 0; l < p.num_levels; ++l) {
     shape.levels[l] = p.levels[l];
+    shape.level_points[l] = p.level_points[l];
+    shape.first_sample[l] = p.first_sample[l];
   }
   shape.heads = p.heads();
   shape.num_values = p.num_values;

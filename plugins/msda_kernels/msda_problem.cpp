@@ -73,8 +73,9 @@ detrt_msda_status check_levels(const detrt_msda_problem& p, Problem& out) {
     if (read_index(p.level_start_index, p.index_dtype, l) != total) {
       return DETRT_MSDA_ERROR_INVALID_LEVEL_START;
     }
-    out.levels[l] = Level{static_cast<int>(height), static_cast<int>(width), static_cast<int>(total), points,
-                          first_sample};
+    out.levels[l] = Level{static_cast<int>(height), static_cast<int>(width), static_cast<int>(total)};
+    out.level_points[l] = points;
+    out.first_sample[l] = first_sample;
     first_sample += points;
     total += height * width;
     if (total > p.num_values) {

@@ -23,6 +23,8 @@ struct Problem {
   // Locations/offsets, weights/logits and reference points in float32 (else in the value's type).
   bool float_samples() const { return dtype != DETRT_MSDA_FLOAT16; }
   Level levels[DETRT_MSDA_MAX_LEVELS];
+  int level_points[DETRT_MSDA_MAX_LEVELS];  // P_l
+  int first_sample[DETRT_MSDA_MAX_LEVELS];  // P_0 + ... + P_{l-1}
 
   long long heads() const { return static_cast<long long>(batch) * num_queries * num_heads; }
   int samples_per_head() const { return num_samples; }

@@ -15,24 +15,13 @@
 namespace detrt {
 namespace msda {
 
-// One level of the value pyramid: (H_l, W_l), its first row in the flattened S axis, its point
-// count P_l and its first sample among a head's T (the exclusive prefix sum of the counts).
+// One level of the value pyramid: (H_l, W_l) and its first row in the flattened S axis. 12 bytes:
+// the CUDA kernels keep 16 of them in shared memory, out of the budget of the samples' corners.
 struct Level {
   int height;
   int width;
   int start;
-  int points;
-  int first_sample;
 };
-
-// The level of sample k of a head (first_sample <= k < first_sample + points); `levels` in order.
-DETRT_MSDA_HD int level_of_sample(const Level* levels, int num_levels, int k) {
-  int l = 0;
-  while (l + 1 < num_levels && k >= levels[l + 1].first_sample) {
-    ++l;
-  }
-  return l;
-}
 
 // The four bilinear corners of one sample: positions in the flattened S axis (-1 where the
 // corner lies outside the level: it reads 0) and weights that already include the attention
@@ -126,12 +115,11 @@ DETRT_MSDA_HD bool sample_corners(int method, float x, float y, float attention,
 }
 
 // Fused form, location: 2-value reference points (x, y) give ref + offset / (W_l, H_l);
-// 4-value (cx, cy, w, h) give ref_xy + offset / P_l * ref_wh * 0.5 with P_l the level's point count
-// (msda-spec.md, "How the module feeds it"). Operation order follows the PyTorch module so fp32
-// results agree.
+// 4-value (cx, cy, w, h) give ref_xy + offset / P_l * ref_wh * 0.5 with P_l = `num_points`, the point
+// count of the sample's level (msda-spec.md, "How the module feeds it"). Operation order follows the
+// PyTorch module so fp32 results agree.
 DETRT_MSDA_HD void fused_location(const float* reference, int reference_dim, float offset_x, float offset_y,
-                                  const Level& level, float& x, float& y) {
-  const int num_points = level.points;
+                                  int num_points, const Level& level, float& x, float& y) {
   if (reference_dim == 2) {
     x = reference[0] + offset_x / static_cast<float>(level.width);
     y = reference[1] + offset_y / static_cast<float>(level.height);

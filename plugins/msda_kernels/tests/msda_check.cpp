@@ -311,9 +311,9 @@ int check(const Case& c, const Inputs& in, bool fused, const Call& call, const c
 }  // namespace
 
 // The CUDA kernel keeps (T + 1) 32-byte corner records per head (+ 8 bytes fused) in 48 KiB less
-// its static table of 16 20-byte levels: T = 1525 fills it exactly with one head per block (plain),
-// one more sample (or the fused form's 8 bytes) does not fit.
-constexpr int kEdgeLevels = 5, kEdgePoints = 305;  // 1525 samples per head
+// its 16-level static table: T = 1529 fills it exactly with one head per block (plain), one more
+// sample (or the fused form's 8 bytes) does not fit.
+constexpr int kEdgeLevels = 11, kEdgePoints = 139;  // 1529 samples per head
 
 int main(int argc, char** argv) {
   const bool cuda = argc > 1 && std::string(argv[1]) == "cuda";
@@ -345,11 +345,11 @@ int main(int argc, char** argv) {
   Case generic_fits = fits;
   generic_fits.dim = 24;
   Case too_large = fits;
-  too_large.levels.push_back({1, 1});  // 6 levels of 305 points: 1830 samples
+  too_large.levels.push_back({1, 1});  // 12 levels of 139 points: 1668 samples
   // The same edge with unequal counts: the limit is on T, not on L times the first level's count.
-  const Case unequal_fits = {{{3, 2}, {1, 1}}, 1, 2, 2, 16, 0, {1000, 525}, DETRT_MSDA_DISCRETE};
+  const Case unequal_fits = {{{3, 2}, {1, 1}}, 1, 2, 2, 16, 0, {1000, 529}, DETRT_MSDA_DISCRETE};
   Case unequal_too_large = unequal_fits;
-  unequal_too_large.counts = {1000, 526};
+  unequal_too_large.counts = {1000, 530};
   int failed = 0, run = 0;
   unsigned seed = 1;
   const auto run_case = [&](const Case& c, bool misaligned, detrt_msda_status plain, detrt_msda_status fused) {
