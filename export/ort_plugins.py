@@ -135,12 +135,12 @@ def _as_string_attributes(node: onnx.NodeProto) -> None:
     """Give an MSDA node's copy its sampling attributes as strings, the only list-free type
     onnxruntime-extensions reads: `points_per_level` as "3 6 3" ("" when absent), `method` always."""
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    points = " ".join(str(p) for p in attributes.get(POINTS_ATTRIBUTE, []))
+    method = attributes.get(METHOD_ATTRIBUTE, DEFAULT_METHOD.encode()).decode()
     kept = [a for a in node.attribute if a.name not in (POINTS_ATTRIBUTE, METHOD_ATTRIBUTE)]
     del node.attribute[:]
-    method = attributes.get(METHOD_ATTRIBUTE, DEFAULT_METHOD.encode())
-    node.attribute.extend([*kept,
-                           onnx.helper.make_attribute(POINTS_ATTRIBUTE, " ".join(map(str, attributes.get(POINTS_ATTRIBUTE, [])))),
-                           onnx.helper.make_attribute(METHOD_ATTRIBUTE, method.decode() if isinstance(method, bytes) else method)])
+    node.attribute.extend([*kept, onnx.helper.make_attribute(POINTS_ATTRIBUTE, points),
+                           onnx.helper.make_attribute(METHOD_ATTRIBUTE, method)])
 
 
 def _element_types(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:

@@ -7,6 +7,8 @@ tensor's S (the sum of H_l * W_l). The geometry is checked too: each level is th
 (rounded up) or, after a dilated stage, the same size, and the first is the input size divided by a
 power of two, as the backbone and the extra stride-2 convolutions of Deformable DETR make them; a
 swapped or reshaped table with the right total is therefore refused instead of giving silent garbage.
+The optional ``points_per_level`` and ``method`` attributes of detrt nodes must agree with the inputs
+too (one count per level, summing to the T of the sampling inputs; a method the kernels have).
 """
 from __future__ import annotations
 
