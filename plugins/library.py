@@ -17,14 +17,14 @@ from pathlib import Path
 
 ENV_VAR = "DETRT_PLUGIN_LIB"
 TENSORRT_ENV_VAR = "DETRT_TRT_PLUGIN_LIB"
-ABI_VERSION = 200  # DETRT_MSDA_VERSION of plugins/msda_kernels/detrt_msda.h that this module mirrors
+ABI_VERSION = 300  # DETRT_MSDA_VERSION of plugins/msda_kernels/detrt_msda.h that this module mirrors
 BUILD_COMMAND = "python3 -m pip install -e ."
 PLATFORM_FILES = {"win32": "detrt_plugins.dll", "darwin": "libdetrt_plugins.dylib"}
 LIBRARY_FILE = PLATFORM_FILES.get(sys.platform, "libdetrt_plugins.so")
 TENSORRT_LIBRARY_FILE = {"win32": "detrt_trt_plugins.dll"}.get(sys.platform, "libdetrt_trt_plugins.so")
 
 # detrt_msda_status values that mean the inputs are wrong (ValueError); the others are RuntimeError.
-INPUT_ERRORS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11})
+INPUT_ERRORS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 14})
 OUT_OF_MEMORY = 12
 
 
@@ -47,6 +47,8 @@ class Problem(ctypes.Structure):
         ("index_dtype", ctypes.c_int32),
         ("spatial_shapes", ctypes.c_void_p),
         ("level_start_index", ctypes.c_void_p),
+        ("level_points", ctypes.c_void_p),  # const int32_t*: NULL, or L point counts
+        ("method", ctypes.c_int32),  # detrt_msda_method
     ]
 
 

@@ -93,9 +93,13 @@ const char* detrt_msda_error_string(int status) {
     case DETRT_MSDA_ERROR_CUDA:
       return "a CUDA kernel launch failed";
     case DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE:
-      return "L * P samples per head do not fit the CUDA kernel's shared memory";
+      return "the T samples per head do not fit the CUDA kernel's shared memory";
     case DETRT_MSDA_ERROR_OUT_OF_MEMORY:
       return "host memory allocation failed";
+    case DETRT_MSDA_ERROR_INVALID_LEVEL_POINTS:
+      return "level_points must hold L counts >= 1 whose sum T is below 2^31, with num_points 0 or T";
+    case DETRT_MSDA_ERROR_INVALID_METHOD:
+      return "unsupported method: expected DETRT_MSDA_BILINEAR (0) or DETRT_MSDA_DISCRETE (1)";
     default:
       return "unknown status";
   }

@@ -35,8 +35,8 @@ constexpr long long kHeadsPerChunk = 128;
 // Per-worker buffers, allocated before the workers start.
 template <typename T>
 struct Scratch {
-  std::vector<Corners> corners;    // 2 * L*P
-  std::vector<float> exps;         // L*P: the fused form's softmax
+  std::vector<Corners> corners;    // 2 * T
+  std::vector<float> exps;         // T: the fused form's softmax
   std::vector<float> accumulator;  // D: run-time D only
   std::vector<T> zeros;            // D: what an outside corner reads
 };
@@ -61,7 +61,7 @@ inline float sample_at(const Job<T>& job, const void* tensor, long long i) {
                                      : static_cast<float>(static_cast<const T*>(tensor)[i]);
 }
 
-// Softmax of the L*P logits of one head, starting at element `first` of job.weights, into `exps`
+// Softmax of the T logits of one head, starting at element `first` of job.weights, into `exps`
 // (exp(l - max) / sum, as torch.softmax).
 template <typename T>
 void softmax(const Job<T>& job, long long first, int count, float* exps) {
@@ -82,36 +82,38 @@ void softmax(const Job<T>& job, long long first, int count, float* exps) {
   }
 }
 
-// The corners of the valid samples of head (n, q, m) in level/point order; returns their number.
+// The corners of the valid samples of head (n, q, m) in sample order (level by level); returns their number.
 template <typename T>
 int gather_corners(const Job<T>& job, long long head, Scratch<T>& scratch, Corners* corners) {
   const Problem& p = job.problem;
-  const int q = static_cast<int>(head / p.num_heads % p.num_queries);
-  const int n = static_cast<int>(head / p.num_heads / p.num_queries);
+  const long long nq = head / p.num_heads;  // n * Lq + q
   const int samples = p.samples_per_head();
   const long long first = head * samples;
   if (job.reference_dim != 0) {
     softmax(job, first, samples, scratch.exps.data());
   }
   int count = 0;
-  for (int k = 0; k < samples; ++k) {
-    const int l = k / p.num_points;
-    float x = sample_at(job, job.locations, 2 * (first + k));
-    float y = sample_at(job, job.locations, 2 * (first + k) + 1);
-    float attention;
+  for (int l = 0; l < p.num_levels; ++l) {
+    const Level& level = p.levels[l];
+    float reference[4] = {};
     if (job.reference_dim != 0) {
-      const long long nq = static_cast<long long>(n) * p.num_queries + q;
       const long long source = (nq * p.num_levels + l) * job.reference_dim;
-      float reference[4];
       for (int i = 0; i < job.reference_dim; ++i) {
         reference[i] = sample_at(job, job.reference, source + i);
       }
-      fused_location(reference, job.reference_dim, x, y, p.num_points, p.levels[l], x, y);
-      attention = scratch.exps[k];
-    } else {
-      attention = sample_at(job, job.weights, first + k);
     }
-    count += bilinear_corners(x, y, attention, p.levels[l], corners[count]) ? 1 : 0;
+    for (int k = level.first_sample; k < level.first_sample + level.points; ++k) {
+      float x = sample_at(job, job.locations, 2 * (first + k));
+      float y = sample_at(job, job.locations, 2 * (first + k) + 1);
+      float attention;
+      if (job.reference_dim != 0) {
+        fused_location(reference, job.reference_dim, x, y, level, x, y);
+        attention = scratch.exps[k];
+      } else {
+        attention = sample_at(job, job.weights, first + k);
+      }
+      count += sample_corners(p.method, x, y, attention, level, corners[count]) ? 1 : 0;
+    }
   }
   return count;
 }

@@ -52,7 +52,8 @@ struct Shape {
   int num_heads;
   int num_queries;
   int num_levels;
-  int num_points;
+  int num_samples;  // T: samples per head
+  int method;       // detrt_msda_method
   int head_dim;
   int heads_per_block;
   int sample_groups;  // lane groups per head (a power of two; 1 for the scalar form)
@@ -129,7 +130,7 @@ struct Vec<__half> {
 template <typename T>
 __device__ void softmax_stats(const Shape& s, const Pointers<T>& t, long long first_head, int heads_here,
                               Corners* table, float2* stats) {
-  const int samples = s.num_levels * s.num_points;
+  const int samples = s.num_samples;
   const int row = samples + 1;
   for (int i = threadIdx.x; i < heads_here * samples; i += blockDim.x) {
     const int head = i / samples;
@@ -151,18 +152,19 @@ __device__ void softmax_stats(const Shape& s, const Pointers<T>& t, long long fi
   __syncthreads();
 }
 
-// Fills table[head * (L*P + 1) + k] with the corners of sample k of each head of the block.
+// Fills table[head * (T + 1) + k] with the corners of sample k of each head of the block.
 template <typename T, bool kFused>
 __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* levels, long long first_head,
                              int heads_here, Corners* table, const float2* stats) {
-  const int samples = s.num_levels * s.num_points;
+  const int samples = s.num_samples;
   const int row = samples + 1;
   const long long first_nq = first_head / s.num_heads;  // (n * Lq + q) of the block's first head
   const int first_m = static_cast<int>(first_head % s.num_heads);
   for (int i = threadIdx.x; i < heads_here * samples; i += blockDim.x) {
     const int head = i / samples;
     const int k = i % samples;
-    const Level& level = levels[k / s.num_points];
+    const int l = level_of_sample(levels, s.num_levels, k);
+    const Level& level = levels[l];
     const long long sample = first_head * samples + i;
     float x = sample_at(t, t.locations, 2 * sample);
     float y = sample_at(t, t.locations, 2 * sample + 1);
@@ -170,19 +172,19 @@ __device__ void fill_corners(const Shape& s, const Pointers<T>& t, const Level* 
     Corners& slot = table[head * row + k];
     if constexpr (kFused) {
       const long long nq = first_nq + (first_m + head) / s.num_heads;
-      const long long source = (nq * s.num_levels + k / s.num_points) * s.reference_dim;
+      const long long source = (nq * s.num_levels + l) * s.reference_dim;
       float reference[4] = {sample_at(t, t.reference, source), sample_at(t, t.reference, source + 1), 0.0f, 0.0f};
       if (s.reference_dim == 4) {
         reference[2] = sample_at(t, t.reference, source + 2);
         reference[3] = sample_at(t, t.reference, source + 3);
       }
-      fused_location(reference, s.reference_dim, x, y, s.num_points, level, x, y);
+      fused_location(reference, s.reference_dim, x, y, level, x, y);
       attention = expf(slot.weight[0] - stats[head].x) / stats[head].y;
     } else {
       attention = sample_at(t, t.weights, sample);
     }
     Corners corners;
-    if (!bilinear_corners(x, y, attention, level, corners)) {
+    if (!sample_corners(s.method, x, y, attention, level, corners)) {
       corners = Corners{{-1, -1, -1, -1}, {0.0f, 0.0f, 0.0f, 0.0f}};
     }
     slot = corners;
@@ -199,7 +201,7 @@ __device__ void accumulate_vector(const Shape& s, const Pointers<T>& t, long lon
                                   int lane, int group, bool active) {
   constexpr int kCount = Vec<T>::kCount;
   constexpr int kLanes = kDim / kCount;
-  const int samples = active ? s.num_levels * s.num_points : 0;
+  const int samples = active ? s.num_samples : 0;
   const long long m = head % s.num_heads;
   const long long n = head / s.num_heads / s.num_queries;
   const T* base = t.value + (n * s.num_values * s.num_heads + m) * kDim + lane * kCount;
@@ -244,7 +246,7 @@ __device__ void accumulate_vector(const Shape& s, const Pointers<T>& t, long lon
 template <typename T>
 __device__ void accumulate_scalar(const Shape& s, const Pointers<T>& t, long long head, const Corners* corners,
                                   int lane) {
-  const int samples = s.num_levels * s.num_points;
+  const int samples = s.num_samples;
   const long long m = head % s.num_heads;
   const long long n = head / s.num_heads / s.num_queries;
   const T* base = t.value + (n * s.num_values * s.num_heads + m) * s.head_dim;
@@ -282,7 +284,7 @@ __global__ void __launch_bounds__(kBlockThreads, kMinBlocks)
       }
     }
   }
-  const int row = shape.num_levels * shape.num_points + 1;
+  const int row = shape.num_samples + 1;
   Corners* table = reinterpret_cast<Corners*>(shared);
   float2* stats = reinterpret_cast<float2*>(table + shape.heads_per_block * row);
   const long long first_head = static_cast<long long>(blockIdx.x) * shape.heads_per_block;
@@ -347,7 +349,8 @@ detrt_msda_status launch(const Problem& p, const Tensors& t, cudaStream_t stream
   shape.num_heads = p.num_heads;
   shape.num_queries = p.num_queries;
   shape.num_levels = p.num_levels;
-  shape.num_points = p.num_points;
+  shape.num_samples = p.num_samples;
+  shape.method = p.method;
   shape.head_dim = p.head_dim;
   shape.heads_per_block = heads_per_block;
   shape.sample_groups = sample_groups;

@@ -17,19 +17,44 @@ int64_t read_index(const void* data, int32_t index_dtype, int64_t i) {
 
 bool in_range(int64_t value, int64_t low) { return value >= low && value <= kIntMax; }
 
-// Element counts of the largest tensor (N*Lq*M*L*P*2 or N*S*M*D) must fit int64 comfortably.
-bool counts_fit(const detrt_msda_problem& p) {
-  const double samples = static_cast<double>(p.batch) * p.num_queries * p.num_heads * p.num_levels * p.num_points * 2;
+// Element counts of the largest tensor (N*Lq*M*T*2 or N*S*M*D) must fit int64 comfortably.
+bool counts_fit(const detrt_msda_problem& p, int64_t samples_per_head) {
+  const double samples = static_cast<double>(p.batch) * p.num_queries * p.num_heads * samples_per_head * 2;
   const double values = static_cast<double>(p.batch) * p.num_values * p.num_heads * p.head_dim;
   const double outputs = static_cast<double>(p.batch) * p.num_queries * p.num_heads * p.head_dim;
   const double limit = 0x1p62;
   return samples < limit && values < limit && outputs < limit;
 }
 
-detrt_msda_status check_dimensions(const detrt_msda_problem& p) {
+// T, the samples per head, from num_points (one count for every level) or level_points; -1 with
+// `status` set when they are invalid. num_levels is already known to be 1..DETRT_MSDA_MAX_LEVELS.
+int64_t samples_per_head(const detrt_msda_problem& p, detrt_msda_status& status) {
+  if (p.level_points == nullptr) {
+    status = DETRT_MSDA_ERROR_INVALID_DIMENSION;
+    return in_range(p.num_points, 1) && p.num_points * p.num_levels <= kIntMax ? p.num_points * p.num_levels : -1;
+  }
+  status = DETRT_MSDA_ERROR_INVALID_LEVEL_POINTS;
+  int64_t total = 0;
+  for (int64_t l = 0; l < p.num_levels; ++l) {
+    if (p.level_points[l] < 1) {
+      return -1;
+    }
+    total += p.level_points[l];
+  }
+  return total <= kIntMax && (p.num_points == 0 || p.num_points == total) ? total : -1;
+}
+
+detrt_msda_status check_dimensions(const detrt_msda_problem& p, int64_t& samples) {
+  if (p.num_levels < 1 || p.num_levels > DETRT_MSDA_MAX_LEVELS) {
+    return DETRT_MSDA_ERROR_INVALID_DIMENSION;
+  }
+  detrt_msda_status status = DETRT_MSDA_SUCCESS;
+  samples = samples_per_head(p, status);
+  if (samples < 0) {
+    return status;
+  }
   if (!in_range(p.batch, 0) || !in_range(p.num_queries, 0) || !in_range(p.num_values, 1) ||
-      !in_range(p.num_heads, 1) || !in_range(p.head_dim, 1) || !in_range(p.num_points, 1) ||
-      p.num_levels < 1 || p.num_levels > DETRT_MSDA_MAX_LEVELS || !counts_fit(p)) {
+      !in_range(p.num_heads, 1) || !in_range(p.head_dim, 1) || !counts_fit(p, samples)) {
     return DETRT_MSDA_ERROR_INVALID_DIMENSION;
   }
   return DETRT_MSDA_SUCCESS;
@@ -37,7 +62,9 @@ detrt_msda_status check_dimensions(const detrt_msda_problem& p) {
 
 detrt_msda_status check_levels(const detrt_msda_problem& p, Problem& out) {
   int64_t total = 0;
+  int first_sample = 0;
   for (int64_t l = 0; l < p.num_levels; ++l) {
+    const int points = static_cast<int>(p.level_points != nullptr ? p.level_points[l] : p.num_points);
     const int64_t height = read_index(p.spatial_shapes, p.index_dtype, 2 * l);
     const int64_t width = read_index(p.spatial_shapes, p.index_dtype, 2 * l + 1);
     if (!in_range(height, 1) || !in_range(width, 1) || height * width > kIntMax) {
@@ -46,7 +73,9 @@ detrt_msda_status check_levels(const detrt_msda_problem& p, Problem& out) {
     if (read_index(p.level_start_index, p.index_dtype, l) != total) {
       return DETRT_MSDA_ERROR_INVALID_LEVEL_START;
     }
-    out.levels[l] = Level{static_cast<int>(height), static_cast<int>(width), static_cast<int>(total)};
+    out.levels[l] = Level{static_cast<int>(height), static_cast<int>(width), static_cast<int>(total), points,
+                          first_sample};
+    first_sample += points;
     total += height * width;
     if (total > p.num_values) {
       return DETRT_MSDA_ERROR_SHAPE_MISMATCH;
@@ -68,7 +97,11 @@ detrt_msda_status validate_problem(const detrt_msda_problem* problem, Problem& o
   if (p.index_dtype != DETRT_MSDA_INT32 && p.index_dtype != DETRT_MSDA_INT64) {
     return DETRT_MSDA_ERROR_UNSUPPORTED_INDEX_DTYPE;
   }
-  const detrt_msda_status dimensions = check_dimensions(p);
+  if (p.method != DETRT_MSDA_BILINEAR && p.method != DETRT_MSDA_DISCRETE) {
+    return DETRT_MSDA_ERROR_INVALID_METHOD;
+  }
+  int64_t samples = 0;
+  const detrt_msda_status dimensions = check_dimensions(p, samples);
   if (dimensions != DETRT_MSDA_SUCCESS) {
     return dimensions;
   }
@@ -82,7 +115,8 @@ detrt_msda_status validate_problem(const detrt_msda_problem* problem, Problem& o
   out.head_dim = static_cast<int>(p.head_dim);
   out.num_queries = static_cast<int>(p.num_queries);
   out.num_levels = static_cast<int>(p.num_levels);
-  out.num_points = static_cast<int>(p.num_points);
+  out.num_samples = static_cast<int>(samples);
+  out.method = p.method;
   out.dtype = static_cast<detrt_msda_dtype>(p.dtype);
   return DETRT_MSDA_SUCCESS;
 }

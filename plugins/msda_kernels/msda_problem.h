@@ -15,7 +15,8 @@ struct Problem {
   int head_dim;
   int num_queries;
   int num_levels;
-  int num_points;
+  int num_samples;  // T: samples per head, the sum of the levels' point counts
+  int method;       // detrt_msda_method
   detrt_msda_dtype dtype;
 
   bool half_value() const { return dtype != DETRT_MSDA_FLOAT32; }
@@ -24,11 +25,11 @@ struct Problem {
   Level levels[DETRT_MSDA_MAX_LEVELS];
 
   long long heads() const { return static_cast<long long>(batch) * num_queries * num_heads; }
-  int samples_per_head() const { return num_levels * num_points; }
+  int samples_per_head() const { return num_samples; }
 };
 
-// Checks `problem` (pointers, dtypes, dimensions, then spatial_shapes and level_start_index,
-// reading at most num_levels entries of each) and fills `out`. Reads nothing else.
+// Checks `problem` (pointers, dtypes, method, dimensions, then spatial_shapes, level_start_index and
+// level_points, reading at most num_levels entries of each) and fills `out`. Reads nothing else.
 detrt_msda_status validate_problem(const detrt_msda_problem* problem, Problem& out);
 
 }  // namespace msda

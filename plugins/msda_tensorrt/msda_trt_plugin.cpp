@@ -47,6 +47,41 @@ const PluginForm kFusedForm = {
     {5, 3},
 };
 
+// With points_per_level: locations or offsets (N, Lq, M, T, 2), weights or logits (N, Lq, M, T).
+const PluginForm kPlainPerLevelForm = {
+    "DetrtMultiscaleDeformableAttn",
+    false,
+    5,
+    {"value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights", nullptr},
+    {4, 2, 1, 5, 4, 0},
+    {{"N (batch)", {{0, 0}, {3, 0}, {4, 0}}, 3, false},
+     {"Lq (queries)", {{3, 1}, {4, 1}}, 2, false},
+     {"M (heads)", {{0, 2}, {3, 2}, {4, 2}}, 3, true},
+     {"L (levels)", {{1, 0}, {2, 0}}, 2, true},
+     {"T (samples per head)", {{3, 3}, {4, 3}}, 2, true}},
+    {3, 4},
+    {-1, 0},
+    {-1, 0},
+};
+
+const PluginForm kFusedPerLevelForm = {
+    "DetrtMultiscaleDeformableAttnFused",
+    true,
+    6,
+    {"value", "spatial_shapes", "level_start_index", "reference_points", "sampling_offsets", "attention_logits"},
+    {4, 2, 1, 4, 5, 4},
+    {{"N (batch)", {{0, 0}, {3, 0}, {4, 0}, {5, 0}}, 4, false},
+     {"Lq (queries)", {{3, 1}, {4, 1}, {5, 1}}, 3, false},
+     {"M (heads)", {{0, 2}, {4, 2}, {5, 2}}, 3, true},
+     {"L (levels)", {{1, 0}, {2, 0}, {3, 2}}, 3, true},
+     {"T (samples per head)", {{4, 3}, {5, 3}}, 2, true}},
+    {4, 4},
+    {3, 3},
+    {-1, 0},
+};
+
+const PluginForm& per_level_form(const PluginForm& form) { return form.fused ? kFusedPerLevelForm : kPlainPerLevelForm; }
+
 namespace {
 
 const char* type_name(DataType type) {
@@ -93,8 +128,31 @@ void gather_dims(const Desc* descs, int32_t count, Dims* out, GetDims get) {
 
 }  // namespace
 
-std::string check_inputs(const PluginForm& form, const Dims* dims, int32_t count,
-                         const std::optional<LevelTable>& table) {
+// The attributes against the input extents: L and S against the level table, L and T against the
+// point counts. Returns an empty string when they agree (or the extents are not known yet).
+std::string check_attributes(const PluginForm& form, const PluginAttributes& attributes, long long levels,
+                             long long num_values, long long samples) {
+  const std::optional<LevelTable>& table = attributes.table;
+  if (table && levels >= 0 && levels != table->levels) {
+    return format("the spatial_shapes attribute has %d levels but the inputs have L = %lld", table->levels, levels);
+  }
+  if (table && num_values >= 0 && num_values != table->total) {
+    return format("the spatial_shapes attribute covers sum(H*W) = %lld values but value has S = %lld",
+                  static_cast<long long>(table->total), num_values);
+  }
+  if (attributes.point_levels > 0 && levels >= 0 && levels != attributes.point_levels) {
+    return format("the %s attribute has %d entries but the inputs have L = %lld levels", kPointsPerLevelField,
+                  attributes.point_levels, levels);
+  }
+  if (attributes.point_levels > 0 && samples >= 0 && samples != attributes.total_points) {
+    return format("the %s attribute sums to %lld samples but %s is T = %lld", kPointsPerLevelField,
+                  static_cast<long long>(attributes.total_points), where(form, form.extents[kPoints].axes[0]).c_str(),
+                  samples);
+  }
+  return {};
+}
+
+std::string check_inputs(const PluginForm& form, const Dims* dims, int32_t count, const PluginAttributes& attributes) {
   if (count != form.num_inputs) {
     return format("expects %d inputs, got %d", form.num_inputs, count);
   }
@@ -152,16 +210,7 @@ std::string check_inputs(const PluginForm& form, const Dims* dims, int32_t count
     return format("%s must be L*P = %lld*%lld = %lld, got %lld", where(form, form.logits).c_str(), levels, points,
                   levels * points, extent(form.logits));
   }
-  if (table) {
-    if (levels >= 0 && levels != table->levels) {
-      return format("the spatial_shapes attribute has %d levels but the inputs have L = %lld", table->levels, levels);
-    }
-    if (num_values >= 0 && num_values != table->total) {
-      return format("the spatial_shapes attribute covers sum(H*W) = %lld values but value has S = %lld",
-                    static_cast<long long>(table->total), num_values);
-    }
-  }
-  return {};
+  return check_attributes(form, attributes, levels, num_values, points);
 }
 
 // A float input after the level table (locations or reference points, weights, offsets, logits) has
@@ -192,8 +241,10 @@ std::string check_types(const PluginForm& form, const DataType* types, int32_t c
   return {};
 }
 
-MsdaPlugin::MsdaPlugin(const PluginForm& form, std::string layer, std::optional<LevelTable> table)
-    : form_(&form), layer_(std::move(layer)), table_(std::move(table)) {}
+MsdaPlugin::MsdaPlugin(const PluginForm& form, std::string layer, PluginAttributes attributes)
+    : form_(attributes.point_levels > 0 ? &per_level_form(form) : &form),
+      layer_(std::move(layer)),
+      attributes_(std::move(attributes)) {}
 
 nvinfer1::IPluginCapability* MsdaPlugin::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
   switch (type) {
@@ -232,7 +283,7 @@ int32_t MsdaPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in,
     }
     Dims dims[kMaxInputs];
     gather_dims(in, nbInputs, dims, [](const nvinfer1::DynamicPluginTensorDesc& d) { return d.desc.dims; });
-    const std::string error = check_inputs(*form_, dims, nbInputs, table_);
+    const std::string error = check_inputs(*form_, dims, nbInputs, attributes_);
     if (!error.empty()) {
       return fail(error.c_str());
     }
@@ -279,7 +330,7 @@ int32_t MsdaPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t n
       }
       return d;
     });
-    const std::string error = check_inputs(*form_, dims, nbInputs, table_);
+    const std::string error = check_inputs(*form_, dims, nbInputs, attributes_);
     if (!error.empty()) {
       return fail(error.c_str());
     }
@@ -331,7 +382,7 @@ int32_t MsdaPlugin::onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t 
     }
     Dims dims[kMaxInputs];
     gather_dims(in, nbInputs, dims, [](const nvinfer1::PluginTensorDesc& d) { return d.dims; });
-    const std::string error = check_inputs(*form_, dims, nbInputs, table_);
+    const std::string error = check_inputs(*form_, dims, nbInputs, attributes_);
     return error.empty() ? 0 : fail(error.c_str());
   } catch (const std::exception& error) {
     return fail(error.what(), ErrorCode::kINTERNAL_ERROR);
@@ -354,7 +405,7 @@ int32_t MsdaPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
     }
     std::string error = check_types(*form_, types, count);
     if (error.empty()) {
-      error = check_inputs(*form_, dims, count, table_);
+      error = check_inputs(*form_, dims, count, attributes_);
     }
     if (!error.empty()) {
       return fail(error.c_str());
@@ -362,9 +413,9 @@ int32_t MsdaPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
     const int64_t levels = dims[1].d[0];
     const int32_t* shapes = nullptr;
     const int32_t* starts = nullptr;
-    if (table_) {
-      shapes = table_->shapes;
-      starts = table_->starts;
+    if (attributes_.table) {
+      shapes = attributes_.table->shapes;
+      starts = attributes_.table->starts;
     } else {
       error = copy_level_table(inputs[1], inputs[2], levels, stream);
       if (!error.empty()) {
@@ -386,7 +437,9 @@ int32_t MsdaPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const n
                                                                                    : DETRT_MSDA_FLOAT16_FLOAT32,
                                      DETRT_MSDA_INT32,
                                      shapes,
-                                     starts};
+                                     starts,
+                                     attributes_.point_levels > 0 ? attributes_.points : nullptr,
+                                     attributes_.method};
     const detrt_msda_status status =
         form_->fused ? detrt_msda_fused_forward_cuda(&problem, inputs[0], inputs[3], static_cast<int>(dims[3].d[3]),
                                                      inputs[4], inputs[5], outputs[0], stream)
@@ -438,13 +491,25 @@ nvinfer1::IPluginV3* MsdaPlugin::attachToContext(nvinfer1::IPluginResourceContex
   }
 }
 
+// The fields that were given (a bilinear method is the default and is left out); "method" as the
+// string's bytes, as the ONNX parser passes a STRING attribute.
 const nvinfer1::PluginFieldCollection* MsdaPlugin::getFieldsToSerialize() noexcept {
-  if (table_) {
-    serialized_field_ = nvinfer1::PluginField(kSpatialShapesField, table_->shapes, nvinfer1::PluginFieldType::kINT32,
-                                              2 * table_->levels);
+  int32_t count = 0;
+  if (attributes_.table) {
+    serialized_fields_[count++] = nvinfer1::PluginField(kSpatialShapesField, attributes_.table->shapes,
+                                                        nvinfer1::PluginFieldType::kINT32, 2 * attributes_.table->levels);
   }
-  serialized_.nbFields = table_ ? 1 : 0;
-  serialized_.fields = &serialized_field_;
+  if (attributes_.point_levels > 0) {
+    serialized_fields_[count++] = nvinfer1::PluginField(kPointsPerLevelField, attributes_.points,
+                                                        nvinfer1::PluginFieldType::kINT32, attributes_.point_levels);
+  }
+  if (attributes_.method == DETRT_MSDA_DISCRETE) {
+    static const char kDiscrete[] = "discrete";
+    serialized_fields_[count++] = nvinfer1::PluginField(kMethodField, kDiscrete, nvinfer1::PluginFieldType::kCHAR,
+                                                        static_cast<int32_t>(sizeof kDiscrete - 1));
+  }
+  serialized_.nbFields = count;
+  serialized_.fields = serialized_fields_;
   return &serialized_;
 }
 

@@ -3,7 +3,9 @@
 //                                       attention_weights
 //   DetrtMultiscaleDeformableAttnFused  value, spatial_shapes, level_start_index, reference_points,
 //                                       sampling_offsets, attention_logits
-// Both are one class (MsdaPlugin) and one creator (MsdaPluginCreator) driven by a PluginForm.
+// Both are one class (MsdaPlugin) and one creator (MsdaPluginCreator) driven by a PluginForm. With the
+// points_per_level field the samples are laid out (N, Lq, M, T, ...) instead of (N, Lq, M, L, P, ...):
+// the per-level forms of the same two plugins.
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -20,6 +22,9 @@ namespace trt {
 constexpr const char* kPluginVersion = "1";
 constexpr const char* kPluginNamespace = "detrt";
 constexpr const char* kSpatialShapesField = "spatial_shapes";
+constexpr const char* kPointsPerLevelField = "points_per_level";
+constexpr const char* kMethodField = "method";
+constexpr int kMaxFields = 3;
 constexpr int kMaxInputs = 6;
 
 // One extent of one input: input index and axis.
@@ -36,6 +41,7 @@ struct SharedExtent {
   bool positive;  // at least 1 (N and Lq may be 0)
 };
 
+// kPoints is P in the uniform forms and T (the samples per head) in the per-level forms.
 enum Extent { kBatch, kQueries, kHeads, kLevels, kPoints, kExtents };
 
 // The inputs of one plugin and how their extents relate. Inputs 0..2 are value, spatial_shapes
@@ -49,11 +55,16 @@ struct PluginForm {
   SharedExtent extents[kExtents];
   Axis pairs;      // must be 2: the (x, y) axis of locations or offsets
   Axis reference;  // fused: reference_points' last axis, 2 or 4 (input -1 when absent)
-  Axis logits;     // fused: attention_logits' last axis, L*P (input -1 when absent)
+  Axis logits;     // fused: attention_logits' last axis, L*P (input -1 when absent or part of kPoints)
 };
 
 extern const PluginForm kPlainForm;
 extern const PluginForm kFusedForm;
+extern const PluginForm kPlainPerLevelForm;
+extern const PluginForm kFusedPerLevelForm;
+
+// The per-level form of kPlainForm or kFusedForm (same plugin name, samples (N, Lq, M, T, ...)).
+const PluginForm& per_level_form(const PluginForm& form);
 
 // The level table of the "spatial_shapes" attribute: (H_l, W_l) rows and their prefix sums.
 struct LevelTable {
@@ -61,6 +72,17 @@ struct LevelTable {
   int32_t shapes[2 * DETRT_MSDA_MAX_LEVELS] = {};
   int32_t starts[DETRT_MSDA_MAX_LEVELS] = {};
   int64_t total = 0;  // S = sum of H_l * W_l
+};
+
+// What the creator's fields say: the level table ("spatial_shapes"), the per-level point counts
+// ("points_per_level"; point_levels 0 when absent: one count P read from the input shapes) and the
+// sampling method ("method").
+struct PluginAttributes {
+  std::optional<LevelTable> table;
+  int32_t point_levels = 0;
+  int32_t points[DETRT_MSDA_MAX_LEVELS] = {};
+  int64_t total_points = 0;  // T = sum of points
+  int32_t method = DETRT_MSDA_BILINEAR;
 };
 
 // printf into a std::string.
@@ -71,15 +93,15 @@ std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)
 void report_error(const char* message, nvinfer1::IErrorRecorder* recorder = nullptr,
                   nvinfer1::ErrorCode code = nvinfer1::ErrorCode::kINVALID_ARGUMENT) noexcept;
 
-// Reads the creator's fields into `table` (left empty without a "spatial_shapes" field). Returns
-// false with `error` naming the offending field when a field is unknown, repeated or malformed.
-bool parse_fields(const nvinfer1::PluginFieldCollection* fields, std::optional<LevelTable>& table,
-                  std::string& error);
+// Reads the creator's fields into `attributes` (defaults for absent fields). Returns false with
+// `error` naming the offending field when a field is unknown, repeated, malformed or disagrees with
+// another field.
+bool parse_fields(const nvinfer1::PluginFieldCollection* fields, PluginAttributes& attributes, std::string& error);
 
-// Checks the input dims against `form` (ranks, shared extents, fixed axes, the attribute's level
-// table); extents below 0 are unknown and skipped. Returns an empty string when consistent.
+// Checks the input dims against `form` (ranks, shared extents, fixed axes, the attributes' level
+// table and point counts); extents below 0 are unknown and skipped. Returns an empty string when consistent.
 std::string check_inputs(const PluginForm& form, const nvinfer1::Dims* dims, int32_t count,
-                         const std::optional<LevelTable>& table);
+                         const PluginAttributes& attributes);
 
 // Checks the input types: value float32 or float16, the index inputs int32, every other float
 // input the type of value. Returns an empty string when they fit.
@@ -90,7 +112,8 @@ class MsdaPlugin : public nvinfer1::IPluginV3,
                    public nvinfer1::IPluginV3OneBuild,
                    public nvinfer1::IPluginV3OneRuntime {
  public:
-  MsdaPlugin(const PluginForm& form, std::string layer, std::optional<LevelTable> table);
+  // `form` is the creator's (uniform) form; with points_per_level the plugin takes its per-level form.
+  MsdaPlugin(const PluginForm& form, std::string layer, PluginAttributes attributes);
   MsdaPlugin(const MsdaPlugin&) = default;
   MsdaPlugin& operator=(const MsdaPlugin&) = delete;
   ~MsdaPlugin() override = default;
@@ -134,11 +157,11 @@ class MsdaPlugin : public nvinfer1::IPluginV3,
 
   const PluginForm* form_;
   std::string layer_;
-  std::optional<LevelTable> table_;
+  PluginAttributes attributes_;
   nvinfer1::IErrorRecorder* recorder_ = nullptr;  // the execution context's, after attachToContext
   int32_t host_shapes_[2 * DETRT_MSDA_MAX_LEVELS] = {};
   int32_t host_starts_[DETRT_MSDA_MAX_LEVELS] = {};
-  nvinfer1::PluginField serialized_field_;
+  nvinfer1::PluginField serialized_fields_[kMaxFields];
   nvinfer1::PluginFieldCollection serialized_{};
 };
 
@@ -155,7 +178,7 @@ class MsdaPluginCreator : public nvinfer1::IPluginCreatorV3One {
 
  private:
   const PluginForm& form_;
-  nvinfer1::PluginField field_;
+  nvinfer1::PluginField field_names_[kMaxFields];
   nvinfer1::PluginFieldCollection fields_{};
 };
 

@@ -242,10 +242,10 @@ def test_null_problem_and_index_pointers() -> None:
 
 def test_error_strings_and_version() -> None:
     lib = library.load_library()
-    messages = [lib.detrt_msda_error_string(code).decode() for code in range(13)]
-    assert len(set(messages)) == 13 and all(messages)
+    messages = [lib.detrt_msda_error_string(code).decode() for code in range(15)]
+    assert len(set(messages)) == 15 and all(messages)
     assert lib.detrt_msda_error_string(99).decode() == "unknown status"
-    assert lib.detrt_msda_version() == library.ABI_VERSION == 200
+    assert lib.detrt_msda_version() == library.ABI_VERSION == 300
 
 
 # --- Python exceptions ----------------------------------------------------------------------------

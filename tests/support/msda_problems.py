@@ -39,6 +39,35 @@ def make_locations(levels: list[tuple[int, int]], shape: tuple[int, ...], genera
     return locations
 
 
+def discrete_coordinates(size: int) -> Tensor:
+    """Coordinates for the discrete method on `size` pixels: (j + 0.5) / size, where x*size + 0.5 lands on
+    an integer, the edges and beyond, far outside, +-inf and NaN (which read index 0), and for 19 and 23
+    pixels a float on which a fused multiply-add would truncate to the pixel below."""
+    traps = {19: 0.0263157878, 23: 0.021739129}  # fl(fl(x*size) + 0.5) = 1 but fl(x*size + 0.5) < 1
+    special = [0.0, 1.0, 0.5 / size, -0.5 / size, (size - 0.5) / size, (size + 0.5) / size, (size // 2 + 0.5) / size,
+               traps.get(size, 1.5 / size), -1e-7, 1 - 1e-7, -3.0, 4.0, 1e30, -1e30, float("inf"), float("-inf"),
+               float("nan")]
+    return torch.tensor(special, dtype=torch.float32)
+
+
+def make_samples(levels: list[tuple[int, int]], counts: list[int], head: tuple[int, int, int], method: str,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(N, Lq, M, T, 2) locations for level l's P_l samples (half of the coordinates special values for
+    `method`) and (N, Lq, M, T) weights that sum to 1 per head."""
+    specials = discrete_coordinates if method == "discrete" else border_coordinates
+    parts = []
+    for (height, width), points in zip(levels, counts):
+        part = torch.rand(head + (points, 2), generator=generator) * 1.5 - 0.25
+        for axis, size in ((0, width), (1, height)):
+            special = specials(size)
+            picks = special[torch.randint(len(special), part[..., axis].shape, generator=generator)]
+            mask = torch.rand(part[..., axis].shape, generator=generator) < 0.5
+            part[..., axis][mask] = picks[mask]
+        parts.append(part)
+    weights = torch.randn(head + (sum(counts),), generator=generator).softmax(-1)
+    return torch.cat(parts, 3), weights
+
+
 def make_problem(levels: list[tuple[int, int]], batch: int, queries: int, heads: int, dim: int, points: int,
                  seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """value, spatial_shapes, level_start_index, sampling_locations, attention_weights (fp32)."""

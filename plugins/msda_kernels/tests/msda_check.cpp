@@ -3,15 +3,20 @@
 // (aarch64 under qemu, tests/test_msda_cross.py). `msda_check cuda`: the CUDA entries, built against
 // the host emulation of tests/cuda_emulation (tests/test_msda_cuda_emulated.py), with "device"
 // pointers that are host pointers. Plain and fused forms, fp32 and fp16, specialised D (16, 32, 64)
-// and generic D, L 1..5, P 1..8, locations outside, on and inside the level borders, value and
+// and generic D, L 1..5, P 1..8, unequal point counts per level (level_points), both methods
+// (bilinear and discrete: the discrete locations include x*W + 0.5 exactly on integers, the edges,
+// far outside the map, +-inf and NaN), locations outside, on and inside the level borders, value and
 // output pointers not 16-byte aligned (the CUDA generic path), and samples per head at both edges
 // of the CUDA kernel's shared memory. Exit status 0 when every check passes.
 //
 // Tolerance: |out - ref| <= tol * (|ref| + max|ref|), tol 1e-5 for fp32 (one fp32 rounding of h, w
-// and the weights, at most L*P*4 fp32 terms: errors ~1e-7 of the output's scale) and 1e-3 for fp16
+// and the weights, at most T*4 fp32 terms: errors ~1e-7 of the output's scale) and 1e-3 for fp16
 // (the output is rounded to half, relative step 2^-11). Wrong corners or weights err by 1e-2 and more.
+// The discrete index is computed here with the same two fp32 roundings the kernels must make, so it
+// agrees exactly; a kernel that rounds differently picks another pixel and errs by the value's scale.
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -31,6 +36,21 @@ typedef _Float16 Half;
 struct Case {
   std::vector<std::pair<int, int>> levels;
   int batch, queries, heads, dim, points;
+  std::vector<int32_t> counts = {};  // per-level point counts (level_points); empty: `points` for every level
+  int method = DETRT_MSDA_BILINEAR;
+
+  int points_of(int l) const { return counts.empty() ? points : counts[static_cast<size_t>(l)]; }
+  int samples() const {
+    int total = 0;
+    for (size_t l = 0; l < levels.size(); ++l) total += points_of(static_cast<int>(l));
+    return total;
+  }
+  int level_of(int k) const {
+    int l = 0;
+    for (int first = 0; k >= first + points_of(l); first += points_of(l++)) {
+    }
+    return l;
+  }
 };
 
 struct Inputs {
@@ -53,6 +73,45 @@ float coordinate(int size, std::mt19937& rng) {
   return uniform(rng);
 }
 
+// A float x near some (j + 0.5) / size on which a fused multiply-add, fl(x * size + 0.5), truncates to
+// another index than the two roundings fl(fl(x * size) + 0.5) (both computed exactly in double here).
+// Such x exist for some sizes only (19 and 23, not powers of two); for the others the pixel centre
+// 0.5 / size.
+float rounding_trap(int size) {
+  for (int j = 0; j < size; ++j) {
+    const float centre = static_cast<float>((j + 0.5) / size);
+    float below = centre, above = centre;
+    for (int step = 0; step < 8; ++step) {
+      for (const float x : {below, above}) {
+        const double exact = static_cast<double>(x) * size;
+        const float two_roundings = static_cast<float>(static_cast<double>(static_cast<float>(exact)) + 0.5);
+        if (static_cast<int>(two_roundings) != static_cast<int>(static_cast<float>(exact + 0.5))) {
+          return x;
+        }
+      }
+      below = std::nextafter(below, 0.0f);
+      above = std::nextafter(above, 2.0f);
+    }
+  }
+  return 0.5f / static_cast<float>(size);
+}
+
+// A coordinate for the discrete method: (j + 0.5) / size puts x*W + 0.5 on the integer j + 1 (exactly
+// when the products are exact, else within an ulp: the reference rounds as the kernel must), the
+// rounding trap above, the edges and just beyond them, far outside, +-inf and NaN (index 0), or
+// uniform in [-0.25, 1.25].
+float discrete_coordinate(int size, std::mt19937& rng) {
+  const float s = static_cast<float>(size);
+  const float special[] = {0.0f, 1.0f, 0.5f / s, -0.5f / s, (s - 0.5f) / s, (s + 0.5f) / s, (s - 1.5f) / s,
+                           std::floor(s / 2) / s + 0.5f / s, rounding_trap(size), rounding_trap(size), -1e-7f,
+                           1.0f - 1e-7f, -3.0f, 4.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN};
+  std::uniform_real_distribution<float> uniform(-0.25f, 1.25f);
+  if (rng() % 2 == 0) {
+    return special[rng() % (sizeof special / sizeof special[0])];
+  }
+  return uniform(rng);
+}
+
 Inputs make_inputs(const Case& c, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
@@ -67,18 +126,19 @@ Inputs make_inputs(const Case& c, unsigned seed) {
   const size_t heads = static_cast<size_t>(c.batch) * c.queries * c.heads;
   in.value.resize(static_cast<size_t>(c.batch) * in.total * c.heads * c.dim);
   for (float& v : in.value) v = normal(rng);
+  const auto place = c.method == DETRT_MSDA_DISCRETE ? discrete_coordinate : coordinate;
   for (size_t h = 0; h < heads; ++h) {
-    std::vector<float> logits(static_cast<size_t>(L) * c.points);
+    std::vector<float> logits(static_cast<size_t>(c.samples()));
     float sum = 0.0f;
     for (float& v : logits) {
       v = std::exp(normal(rng));
       sum += v;
     }
-    for (int l = 0; l < L; ++l) {
-      for (int p = 0; p < c.points; ++p) {
-        in.locations.push_back(coordinate(c.levels[l].second, rng));
-        in.locations.push_back(coordinate(c.levels[l].first, rng));
-        in.weights.push_back(logits[static_cast<size_t>(l) * c.points + p] / sum);
+    for (int l = 0, k = 0; l < L; ++l) {
+      for (int p = 0; p < c.points_of(l); ++p, ++k) {
+        in.locations.push_back(place(c.levels[l].second, rng));
+        in.locations.push_back(place(c.levels[l].first, rng));
+        in.weights.push_back(logits[static_cast<size_t>(k)] / sum);
         in.offsets.push_back(3.0f * normal(rng));
         in.offsets.push_back(3.0f * normal(rng));
         in.logits.push_back(2.0f * normal(rng));
@@ -112,12 +172,31 @@ double sample(const std::vector<double>& value, const Case& c, const Inputs& in,
   return total;
 }
 
+// The discrete method's index on an axis of `size` pixels, written from the contract: fl(x * size)
+// then fl(+ 0.5) (volatile: no fused multiply-add), truncated toward zero as x86's conversion to int64
+// does (NaN and values at or beyond 2^63 give INT64_MIN), clamped to [0, size - 1].
+int discrete_pixel(float x, int size) {
+  volatile float product = x * static_cast<float>(size);
+  volatile float shifted = product + 0.5f;
+  const float f = shifted;
+  const int64_t truncated = std::isnan(f) || std::fabs(f) >= 0x1p63f ? INT64_MIN : static_cast<int64_t>(f);
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(truncated, 0), size - 1));
+}
+
+// The value at the discrete sample of one channel (always inside the map), float64.
+double discrete_sample(const std::vector<double>& value, const Case& c, const Inputs& in, int n, int m, int d, int l,
+                       float x, float y) {
+  const int H = static_cast<int>(in.shapes[2 * l]), W = static_cast<int>(in.shapes[2 * l + 1]);
+  const int64_t s = in.starts[l] + static_cast<int64_t>(discrete_pixel(y, H)) * W + discrete_pixel(x, W);
+  return value[((static_cast<size_t>(n) * in.total + s) * c.heads + m) * c.dim + d];
+}
+
 // Reference output (N, Lq, M*D). fused: locations from reference (cx, cy, w, h) and offsets in fp32,
 // in the module's operation order, and the softmax of the logits in float64.
 std::vector<double> reference_output(const Case& c, const Inputs& in, const std::vector<double>& value,
                                      const std::vector<float>& locations, const std::vector<float>& weights,
                                      bool fused) {
-  const int L = static_cast<int>(c.levels.size()), K = L * c.points;
+  const int L = static_cast<int>(c.levels.size()), K = c.samples();
   std::vector<double> out(static_cast<size_t>(c.batch) * c.queries * c.heads * c.dim, 0.0);
   for (int n = 0; n < c.batch; ++n) {
     for (int q = 0; q < c.queries; ++q) {
@@ -130,16 +209,17 @@ std::vector<double> reference_output(const Case& c, const Inputs& in, const std:
           sum += attention[k];
         }
         for (int k = 0; k < K; ++k) {
-          const int l = k / c.points;
+          const int l = c.level_of(k);
           float x = locations[2 * (head * K + k)], y = locations[2 * (head * K + k) + 1];
           if (fused) {
             const float* r = &in.reference[((static_cast<size_t>(n) * c.queries + q) * L + l) * 4];
-            x = r[0] + x / static_cast<float>(c.points) * r[2] * 0.5f;
-            y = r[1] + y / static_cast<float>(c.points) * r[3] * 0.5f;
+            x = r[0] + x / static_cast<float>(c.points_of(l)) * r[2] * 0.5f;
+            y = r[1] + y / static_cast<float>(c.points_of(l)) * r[3] * 0.5f;
           }
           const double a = fused ? attention[k] / sum : attention[k];
           for (int d = 0; d < c.dim; ++d) {
-            out[head * c.dim + d] += a * sample(value, c, in, n, m, d, l, x, y);
+            out[head * c.dim + d] += a * (c.method == DETRT_MSDA_DISCRETE ? discrete_sample(value, c, in, n, m, d, l, x, y)
+                                                                          : sample(value, c, in, n, m, d, l, x, y));
           }
         }
       }
@@ -184,10 +264,13 @@ int check(const Case& c, const Inputs& in, bool fused, const Call& call, const c
   const std::vector<S> reference = cast<S>(in.reference);
   std::vector<T> output_storage(static_cast<size_t>(c.batch) * c.queries * c.heads * c.dim + shift);
   T* output = output_storage.data() + shift;
+  // With level_points, num_points alternates between its two valid values, 0 and T.
+  const int64_t points = c.counts.empty() ? c.points : (c.dim % 2 == 0 ? c.samples() : 0);
   const detrt_msda_problem problem{c.batch, in.total, c.heads, c.dim, c.queries,
-                                   static_cast<int64_t>(c.levels.size()), c.points,
+                                   static_cast<int64_t>(c.levels.size()), points,
                                    dtype, DETRT_MSDA_INT64,
-                                   in.shapes.data(), in.starts.data()};
+                                   in.shapes.data(), in.starts.data(),
+                                   c.counts.empty() ? nullptr : c.counts.data(), c.method};
   detrt_msda_status status;
   if (call.cuda) {
     status = fused ? detrt_msda_fused_forward_cuda(&problem, value, reference.data(), 4, locations.data(),
@@ -227,10 +310,10 @@ int check(const Case& c, const Inputs& in, bool fused, const Call& call, const c
 
 }  // namespace
 
-// The CUDA kernel keeps (L*P + 1) 32-byte corner records per head (+ 8 bytes fused) in 48 KiB less
-// its 16-level static table: L*P = 1529 fills it exactly with one head per block (plain), one more
-// sample (or the fused form's 8 bytes) does not fit.
-constexpr int kEdgeLevels = 11, kEdgePoints = 139;  // 1529 samples per head
+// The CUDA kernel keeps (T + 1) 32-byte corner records per head (+ 8 bytes fused) in 48 KiB less
+// its static table of 16 20-byte levels: T = 1525 fills it exactly with one head per block (plain),
+// one more sample (or the fused form's 8 bytes) does not fit.
+constexpr int kEdgeLevels = 5, kEdgePoints = 305;  // 1525 samples per head
 
 int main(int argc, char** argv) {
   const bool cuda = argc > 1 && std::string(argv[1]) == "cuda";
@@ -244,6 +327,17 @@ int main(int argc, char** argv) {
       {{{3, 1}, {1, 6}}, 1, 4, 1, 8, 6},
       {{{5, 4}, {2, 2}}, 2, 5, 3, 40, 3},       // generic D over more than one warp of lanes
       {{{20, 12}, {10, 6}}, 1, 300, 2, 40, 4},  // more heads than one CPU worker's chunk
+      // unequal point counts per level (D-FINE's [3, 6, 3]), two levels, one level given as a list
+      {{{8, 4}, {4, 2}, {2, 1}}, 2, 9, 2, 32, 0, {3, 6, 3}},
+      {{{5, 7}, {3, 3}}, 1, 6, 2, 24, 0, {1, 4}},
+      {{{6, 5}}, 1, 8, 3, 16, 0, {5}},
+      {{{4, 4}, {2, 3}, {1, 1}, {2, 2}}, 1, 5, 4, 64, 0, {2, 1, 7, 3}},
+      // the discrete method: uniform and unequal counts, specialised and generic D
+      {{{8, 4}, {4, 2}, {2, 1}}, 2, 9, 2, 32, 0, {3, 6, 3}, DETRT_MSDA_DISCRETE},
+      {{{1, 1}, {3, 5}}, 1, 5, 2, 16, 0, {1, 4}, DETRT_MSDA_DISCRETE},
+      {{{7, 3}}, 1, 6, 1, 64, 4, {}, DETRT_MSDA_DISCRETE},
+      {{{5, 4}, {2, 2}}, 2, 5, 3, 40, 3, {}, DETRT_MSDA_DISCRETE},
+      {{{19, 23}, {3, 5}}, 1, 6, 2, 16, 0, {3, 2}, DETRT_MSDA_DISCRETE},  // sizes with rounding traps
   };
   std::vector<std::pair<int, int>> edge(kEdgeLevels, {3, 2});
   edge.back() = {1, 1};
@@ -251,7 +345,11 @@ int main(int argc, char** argv) {
   Case generic_fits = fits;
   generic_fits.dim = 24;
   Case too_large = fits;
-  too_large.levels.push_back({1, 1});  // 12 levels of 139 points: 1668 samples
+  too_large.levels.push_back({1, 1});  // 6 levels of 305 points: 1830 samples
+  // The same edge with unequal counts: the limit is on T, not on L times the first level's count.
+  const Case unequal_fits = {{{3, 2}, {1, 1}}, 1, 2, 2, 16, 0, {1000, 525}, DETRT_MSDA_DISCRETE};
+  Case unequal_too_large = unequal_fits;
+  unequal_too_large.counts = {1000, 526};
   int failed = 0, run = 0;
   unsigned seed = 1;
   const auto run_case = [&](const Case& c, bool misaligned, detrt_msda_status plain, detrt_msda_status fused) {
@@ -260,8 +358,9 @@ int main(int argc, char** argv) {
       const Call call{cuda, threads, misaligned, plain}, fused_call{cuda, threads, misaligned, fused};
       char name[128];
       const auto label = [&](const char* form) {
-        std::snprintf(name, sizeof name, "case %u (D=%d, L*P=%d%s) threads=%d %s", seed - 1, c.dim,
-                      static_cast<int>(c.levels.size()) * c.points, misaligned ? ", misaligned" : "", threads, form);
+        std::snprintf(name, sizeof name, "case %u (D=%d, T=%d%s%s) threads=%d %s", seed - 1, c.dim, c.samples(),
+                      c.method == DETRT_MSDA_DISCRETE ? ", discrete" : "", misaligned ? ", misaligned" : "", threads,
+                      form);
         return name;
       };
       failed += check<float>(c, in, false, call, label("fp32"));
@@ -287,6 +386,8 @@ int main(int argc, char** argv) {
   run_case(fits, false, ok, too_big);
   run_case(generic_fits, false, ok, too_big);
   run_case(too_large, false, too_big, too_big);
+  run_case(unequal_fits, false, ok, too_big);
+  run_case(unequal_too_large, false, too_big, too_big);
   std::printf("%d of %d checks passed (%s)\n", run - failed, run, detrt_msda_build_info());
   return failed == 0 ? 0 : 1;
 }

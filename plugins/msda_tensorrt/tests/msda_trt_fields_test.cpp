@@ -190,16 +190,41 @@ IPluginV3* create(IPluginCreatorV3One* creator, std::vector<PluginField> fields,
   return creator->createPlugin("layer0", &fc, phase);
 }
 
-std::vector<int32_t> serialized_shapes(IPluginV3OneRuntime* runtime, bool& ok) {
+// What a plugin serialises: each field at most once, INT32 arrays and the method's bytes.
+struct Saved {
+  std::vector<int32_t> shapes, points;
+  std::string method;
+  std::vector<PluginField> fields;  // as returned, to create a plugin from
+};
+
+Saved saved_fields(IPluginV3OneRuntime* runtime, bool& ok) {
+  Saved saved;
   const PluginFieldCollection* fc = runtime->getFieldsToSerialize();
-  ok = fc != nullptr && fc->nbFields <= 1;
-  if (!ok || fc->nbFields == 0) {
-    return {};
+  ok = fc != nullptr && fc->nbFields >= 0 && fc->nbFields <= 3 && (fc->nbFields == 0 || fc->fields != nullptr);
+  for (int32_t i = 0; ok && i < fc->nbFields; ++i) {
+    const PluginField& f = fc->fields[i];
+    saved.fields.push_back(f);
+    ok = f.name != nullptr && f.data != nullptr && f.length > 0;
+    const std::string name = ok ? f.name : "";
+    const auto* values = static_cast<const int32_t*>(f.data);
+    if (name == "method" && f.type == PluginFieldType::kCHAR && saved.method.empty()) {
+      saved.method.assign(static_cast<const char*>(f.data), static_cast<size_t>(f.length));
+    } else if (name == "spatial_shapes" && f.type == PluginFieldType::kINT32 && saved.shapes.empty()) {
+      saved.shapes.assign(values, values + f.length);
+    } else if (name == "points_per_level" && f.type == PluginFieldType::kINT32 && saved.points.empty()) {
+      saved.points.assign(values, values + f.length);
+    } else {
+      ok = false;
+    }
   }
-  const PluginField& f = fc->fields[0];
-  ok = std::strcmp(f.name, "spatial_shapes") == 0 && f.type == PluginFieldType::kINT32 && f.data != nullptr;
-  const auto* values = static_cast<const int32_t*>(f.data);
-  return ok ? std::vector<int32_t>(values, values + f.length) : std::vector<int32_t>{};
+  return saved;
+}
+
+// The spatial_shapes a plugin serialises; `ok` false when it serialises anything else.
+std::vector<int32_t> serialized_shapes(IPluginV3OneRuntime* runtime, bool& ok) {
+  const Saved saved = saved_fields(runtime, ok);
+  ok = ok && saved.points.empty() && saved.method.empty();
+  return saved.shapes;
 }
 
 void check_fields(IPluginCreatorV3One* creator, Logger& logger) {
@@ -468,6 +493,186 @@ void check_shapes(IPluginCreatorV3One* creator, bool fused, Logger& logger) {
   delete short_plugin;
 }
 
+// points_per_level and method: accepted forms, serialisation round trip, refusals naming the field.
+void check_point_fields(IPluginCreatorV3One* creator, Logger& logger) {
+  const std::string name = creator->getPluginName();
+  const int32_t counts[] = {3, 6, 3, 4};
+  const int64_t wide_counts[] = {3, 6, 3, 4};
+  const int32_t discrete_code = 1;
+  const std::vector<int32_t> expected_counts(std::begin(counts), std::end(counts));
+  bool ok = false;
+  struct Good {
+    const char* label;
+    std::vector<PluginField> fields;
+    const char* method;  // serialised method bytes ("" when left out)
+  };
+  const Good good[] = {
+      {"INT32 points_per_level and \"discrete\"",
+       {PluginField("points_per_level", counts, PluginFieldType::kINT32, 4),
+        PluginField("method", "discrete", PluginFieldType::kCHAR, 8)},
+       "discrete"},
+      {"INT64 points_per_level, spatial_shapes, \"discrete\" with its NUL",
+       {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8),
+        PluginField("points_per_level", wide_counts, PluginFieldType::kINT64, 4),
+        PluginField("method", "discrete", PluginFieldType::kCHAR, 9)},
+       "discrete"},
+      {"method INT32 1", {PluginField("points_per_level", counts, PluginFieldType::kINT32, 4),
+                          PluginField("method", &discrete_code, PluginFieldType::kINT32, 1)}, "discrete"},
+      {"\"bilinear\" (the default, not serialised)",
+       {PluginField("points_per_level", counts, PluginFieldType::kINT32, 4),
+        PluginField("method", "bilinear", PluginFieldType::kCHAR, 8)},
+       ""},
+  };
+  for (const Good& g : good) {
+    IPluginV3* plugin = create(creator, g.fields);
+    expect(plugin != nullptr, name + ": created with " + g.label);
+    if (plugin == nullptr) {
+      continue;
+    }
+    const Saved saved = saved_fields(interfaces(plugin).runtime, ok);
+    expect(ok && saved.points == expected_counts && saved.method == g.method,
+           name + ": " + g.label + " serialised, method '" + saved.method + "'");
+    IPluginV3* restored = create(creator, saved.fields, -2, TensorRTPhase::kRUNTIME);
+    expect(restored != nullptr, name + ": " + g.label + " deserialised");
+    if (restored != nullptr) {
+      const Saved again = saved_fields(interfaces(restored).runtime, ok);
+      expect(ok && again.points == saved.points && again.method == saved.method && again.shapes == saved.shapes,
+             name + ": " + g.label + " round trip");
+      delete restored;
+    }
+    IPluginV3* copy = plugin->clone();
+    expect(copy != nullptr && saved_fields(interfaces(copy).runtime, ok).points == expected_counts && ok,
+           name + ": " + g.label + " clone");
+    delete copy;
+    delete plugin;
+  }
+  expect(logger.take().empty(), name + ": no error for valid point fields");
+
+  const int32_t zero[] = {3, 0}, three[] = {3, 6, 3}, code2 = 2;
+  const float floats[] = {3.f};
+  const std::vector<int32_t> seventeen(17, 1);
+  const int64_t huge[] = {int64_t{1} << 40};
+  struct Bad {
+    const char* label;
+    std::vector<PluginField> fields;
+    const char* mention;
+  };
+  const Bad bad[] = {
+      {"FLOAT32 points", {PluginField("points_per_level", floats, PluginFieldType::kFLOAT32, 1)}, "INT32 or INT64"},
+      {"zero points", {PluginField("points_per_level", zero, PluginFieldType::kINT32, 2)}, "level 1 has 0 points"},
+      {"INT64 points over 2^31", {PluginField("points_per_level", huge, PluginFieldType::kINT64, 1)},
+       "1099511627776 points"},
+      {"17 counts", {PluginField("points_per_level", seventeen.data(), PluginFieldType::kINT32, 17)}, "length 17"},
+      {"no counts", {PluginField("points_per_level", counts, PluginFieldType::kINT32, 0)}, "length 0"},
+      {"null counts", {PluginField("points_per_level", nullptr, PluginFieldType::kINT32, 2)}, "no data"},
+      {"counts given twice",
+       {PluginField("points_per_level", counts, PluginFieldType::kINT32, 4),
+        PluginField("points_per_level", counts, PluginFieldType::kINT32, 4)},
+       "'points_per_level' is given more than once"},
+      {"3 counts for 4 levels",
+       {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8),
+        PluginField("points_per_level", three, PluginFieldType::kINT32, 3)},
+       "field 'points_per_level' has 3 entries but field 'spatial_shapes' has 4 levels"},
+      {"method \"nearest\"", {PluginField("method", "nearest", PluginFieldType::kCHAR, 7)}, "got \"nearest\""},
+      {"method INT32 2", {PluginField("method", &code2, PluginFieldType::kINT32, 1)}, "0 (bilinear) or 1 (discrete)"},
+      {"method FLOAT32", {PluginField("method", floats, PluginFieldType::kFLOAT32, 1)}, "PluginFieldType"},
+      {"empty method", {PluginField("method", "", PluginFieldType::kCHAR, 0)}, "'method' is empty"},
+      {"method given twice",
+       {PluginField("method", "discrete", PluginFieldType::kCHAR, 8),
+        PluginField("method", "discrete", PluginFieldType::kCHAR, 8)},
+       "'method' is given more than once"},
+  };
+  for (const Bad& b : bad) {
+    IPluginV3* plugin = create(creator, b.fields);
+    const std::string errors = logger.take();
+    expect(plugin == nullptr, name + ": refuses " + b.label);
+    expect(errors.find(b.mention) != std::string::npos && errors.find(name) != std::string::npos,
+           name + ": " + b.label + " logged with '" + b.mention + "', got: " + errors);
+    delete plugin;
+  }
+}
+
+// Input dims of the per-level forms: samples (N, Lq, M, T, 2) and (N, Lq, M, T); `samples` is T.
+std::vector<Dims> per_level_inputs(bool fused, int64_t n, int64_t q, int64_t samples, int64_t levels = kLevels) {
+  const int64_t M = kHeads;
+  std::vector<Dims> d = {dims({n, kValues, M, kDim}), dims({levels, 2}), dims({levels})};
+  if (fused) {
+    d.push_back(dims({n, q, levels, 4}));
+  }
+  d.push_back(dims({n, q, M, samples, 2}));
+  d.push_back(dims({n, q, M, samples}));
+  return d;
+}
+
+// The per-level forms: rank-5 samples with points_per_level, checks of L and T against the attribute,
+// and enqueue reaching the kernel library with the counts and the method (which validates both).
+void check_per_level_shapes(IPluginCreatorV3One* creator, bool fused, Logger& logger) {
+  const std::string name = creator->getPluginName();
+  const int32_t nb = fused ? 6 : 5;
+  const int32_t counts[] = {3, 6, 3, 4};  // T = 16
+  const int32_t three[] = {3, 6, 3};
+  IPluginV3* with = create(creator, {PluginField("spatial_shapes", kShapes, PluginFieldType::kINT32, 8),
+                                     PluginField("points_per_level", counts, PluginFieldType::kINT32, 4),
+                                     PluginField("method", "discrete", PluginFieldType::kCHAR, 8)});
+  IPluginV3* short_counts = create(creator, {PluginField("points_per_level", three, PluginFieldType::kINT32, 3)});
+  if (with == nullptr || short_counts == nullptr) {
+    expect(false, name + ": per-level plugins");
+    delete with;
+    delete short_counts;
+    return;
+  }
+  const Plugin w = interfaces(with), s = interfaces(short_counts);
+  const Dims out = dims({2, 300, kHeads * kDim});
+  const Dims wild_out = dims({-1, -1, kHeads * kDim});
+  const auto configure = [&](const Plugin& plugin, const std::vector<Dims>& in) {
+    std::vector<DynamicPluginTensorDesc> io = descs(in, DataType::kFLOAT, wild_out);
+    return plugin.build->configurePlugin(io.data(), nb, io.data() + nb, 1);
+  };
+  expect(configure(w, per_level_inputs(fused, -1, -1, 16)) == 0, name + ": per-level configure");
+  expect(logger.take().empty(), name + ": no error for per-level inputs");
+  {
+    ExprBuilder builder;
+    std::vector<DimsExprs> in;
+    for (const Dims& d : per_level_inputs(fused, -1, -1, 16)) {
+      in.push_back(builder.exprs(d));
+    }
+    DimsExprs result{};
+    expect(w.build->getOutputShapes(in.data(), nb, nullptr, 0, &result, 1, builder) == 0 && result.nbDims == 3 &&
+               result.d[2]->getConstantValue() == kHeads * kDim,
+           name + ": per-level output shape");
+  }
+  expect(configure(w, inputs(fused, -1, -1)) != 0, name + ": per-level refuses rank-6 samples");
+  expect(logger.take().find("must have rank 5") != std::string::npos, name + ": rank-6 samples logged");
+  expect(configure(w, per_level_inputs(fused, -1, -1, 15)) != 0, name + ": T vs the attribute's sum");
+  const std::string sum_error = logger.take();
+  expect(sum_error.find("layer0") != std::string::npos &&
+             sum_error.find(std::string("the points_per_level attribute sums to 16 samples but input ") +
+                            (fused ? "4 (sampling_offsets)" : "3 (sampling_locations)") + " axis 3 is T = 15") !=
+                 std::string::npos,
+         name + ": T mismatch logged with the layer, attribute and both numbers, got: " + sum_error);
+  expect(configure(s, per_level_inputs(fused, -1, -1, 12)) != 0, name + ": counts vs L");
+  expect(logger.take().find("the points_per_level attribute has 3 entries but the inputs have L = 4 levels") !=
+             std::string::npos,
+         name + ": counts vs L logged");
+  std::vector<Dims> differ = per_level_inputs(fused, -1, -1, 16);
+  differ[nb - 1].d[3] = 17;
+  expect(configure(w, differ) != 0, name + ": T of weights vs locations");
+  expect(logger.take().find("T (samples per head) differs") != std::string::npos, name + ": T differs logged");
+
+  // enqueue reaches the kernel library, which validates the counts (num_points T) and the method
+  // before the tensors: null tensors are then its only complaint.
+  std::vector<const void*> tensors(nb, nullptr);
+  void* output = nullptr;
+  std::vector<PluginTensorDesc> rt = runtime_descs(per_level_inputs(fused, 2, 300, 16), DataType::kFLOAT, out);
+  expect(w.runtime->onShapeChange(rt.data(), nb, rt.data() + nb, 1) == 0, name + ": per-level onShapeChange");
+  expect(w.runtime->enqueue(rt.data(), rt.data() + nb, tensors.data(), &output, nullptr, nullptr) != 0,
+         name + ": per-level enqueue with null tensors fails");
+  expect(logger.take().find("a required pointer is null") != std::string::npos,
+         name + ": per-level problem valid up to the null tensors");
+  delete with;
+  delete short_counts;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -503,10 +708,15 @@ int main(int argc, char** argv) {
     expect(std::strcmp(creator->getPluginVersion(), "1") == 0, "creator version 1");
     expect(std::strcmp(creator->getPluginNamespace(), "detrt") == 0, "creator namespace detrt");
     const PluginFieldCollection* fields = creator->getFieldNames();
-    expect(fields != nullptr && fields->nbFields == 1 && std::strcmp(fields->fields[0].name, "spatial_shapes") == 0,
-           "creator lists the spatial_shapes field (the ONNX parser passes only listed attributes)");
+    expect(fields != nullptr && fields->nbFields == 3 && std::strcmp(fields->fields[0].name, "spatial_shapes") == 0 &&
+               std::strcmp(fields->fields[1].name, "points_per_level") == 0 &&
+               fields->fields[1].type == PluginFieldType::kINT32 && std::strcmp(fields->fields[2].name, "method") == 0 &&
+               fields->fields[2].type == PluginFieldType::kCHAR,
+           "creator lists spatial_shapes, points_per_level and method (the ONNX parser passes only listed attributes)");
     check_fields(creator, finder.logger);
+    check_point_fields(creator, finder.logger);
     check_shapes(creator, i == 1, finder.logger);
+    check_per_level_shapes(creator, i == 1, finder.logger);
   }
   std::printf("%s: %d failure(s)\n", failures == 0 ? "PASS" : "FAIL", failures);
   return failures == 0 ? 0 : 1;
