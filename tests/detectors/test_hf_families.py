@@ -39,7 +39,7 @@ class Family:
 FAMILIES = {
     "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
     "rt_detr_v2": Family(tiny_rt_detr_v2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),  # its sampling function
-    "d_fine": Family(tiny_d_fine, 2, 20, (0.0, 0.0, 0.0), (640, 640)),          # lists: test_generalised_sampling
+    "d_fine": Family(tiny_d_fine, 2, 20, (0.0, 0.0, 0.0), (640, 640)),
     "deimv2": Family(tiny_deimv2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),
     "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
     "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
@@ -75,8 +75,10 @@ def test_detector_is_hf_with_detrt_msda(arch: str) -> None:
     np.testing.assert_allclose(ours["pred_boxes"].numpy(), boxes, rtol=0, atol=1e-5)
 
 
+# D-FINE's exports are test_generalised_sampling's (points per level [3, 6, 3]); DEIMv2 takes the same
+# route with one count for every level.
 @pytest.mark.parametrize("msda", ["plugin", "portable"])
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", [arch for arch in FAMILIES if arch != "d_fine"])
 def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -> None:
     family = FAMILIES[arch]
     inputs = images(family.size)
