@@ -61,6 +61,24 @@ def _msda_modules(detector: Detector) -> list[MsdaModule]:
     return [m for m in detector.model.modules() if isinstance(m, MsdaModule)]
 
 
+def msda_forms(detector: Detector, mode: str, fused: bool) -> dict[str, str]:
+    """What each attention module of `detector` becomes in an export of `mode`: the plugin node or the
+    portable ops, with its points per level and sampling method."""
+    node = DETRT_FUSED_PLUGIN if fused else PLUGIN_NODES.get(mode)
+    forms = {}
+    for name, module in detector.model.named_modules():
+        if not isinstance(module, MsdaModule):
+            continue
+        if module.plugin_problem:
+            form = "portable (transformers' own sampling function)"
+        elif node is not None:
+            form = f"plugin node {node.name}"
+        else:
+            form = "portable (GridSample per level)" if module.method == "bilinear" else "portable (gather per level)"
+        forms[name] = f"{form}, points per level {module.points_per_level}, {module.method}"
+    return forms
+
+
 def _has_deformable_conv(detector: Detector) -> bool:
     return bool(detector.config.deformable_stages)
 
@@ -82,7 +100,7 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
                           f"which ONNX has from opset {DEFORM_CONV_OPSET} (DeformConv): pass --opset {DEFORM_CONV_OPSET}")
     for module in attention:
         try:
-            check_msda_supported(mode, module.n_levels, module.n_points)
+            check_msda_supported(mode, module.points_per_level, module.method)
         except ValueError as error:
             raise ExportError(str(error)) from None
     if options.fused and mode != "plugin":
@@ -172,4 +190,4 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
     onnx_passes.finalize(model)
     saved = onnx_passes.save_atomic(model, path)
     progress(f"wrote {saved}")
-    return ExportReport.of(model, saved)
+    return ExportReport.of(model, saved, msda_forms(detector, mode, options.fused))

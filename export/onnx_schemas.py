@@ -8,18 +8,33 @@ import onnx
 from onnx.defs import OpSchema
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
-from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN, PluginNode
+from .msda_nodes import (
+    DETRT_FUSED_PLUGIN,
+    DETRT_PLUGIN,
+    METHOD_ATTRIBUTE,
+    NVIDIA_PLUGIN,
+    POINTS_ATTRIBUTE,
+    PluginNode,
+)
 
 _LEVELS = (("value", "T", "(N, S, M, D)"), ("spatial_shapes", "I", "(L, 2) rows (H, W)"),
            ("level_start_index", "I", "(L,)"))
 # Our plugin nodes take the other float inputs in value's type or, with a float16 value, in float32
 # ("S"; the plugin refuses float32 value with float16 samples). NVIDIA's takes one type for all.
-_INPUTS = _LEVELS + (("sampling_locations", "S", "(N, Lq, M, L, P, 2)"), ("attention_weights", "S", "(N, Lq, M, L, P)"))
+# With a points_per_level attribute the sampling inputs are (N, Lq, M, T, ...), T = its sum; the output
+# shape, (N, Lq, M*D), reads only dimension 1 of input 3, the same in both layouts.
+_INPUTS = _LEVELS + (("sampling_locations", "S", "(N, Lq, M, L, P, 2) or (N, Lq, M, T, 2)"),
+                     ("attention_weights", "S", "(N, Lq, M, L, P) or (N, Lq, M, T)"))
 _NVIDIA_INPUTS = _LEVELS + (("sampling_locations", "T", "(N, Lq, M, L, P, 2)"),
                             ("attention_weights", "T", "(N, Lq, M, L, P)"))
 _FUSED_INPUTS = _LEVELS + (("reference_points", "S", "(N, Lq, L, 2 or 4)"),
-                           ("sampling_offsets", "S", "(N, Lq, M, L, P, 2)"), ("attention_logits", "S", "(N, Lq, M, L*P)"))
+                           ("sampling_offsets", "S", "(N, Lq, M, L, P, 2) or (N, Lq, M, T, 2)"),
+                           ("attention_logits", "S", "(N, Lq, M, T)"))
 _FLOATS = ["tensor(float)", "tensor(float16)"]
+_SAMPLING_ATTRIBUTES = [
+    OpSchema.Attribute(POINTS_ATTRIBUTE, OpSchema.AttrType.INTS, "points of each level (absent: P of the inputs)",
+                       required=False),
+    OpSchema.Attribute(METHOD_ATTRIBUTE, OpSchema.AttrType.STRING, "bilinear (absent) or discrete", required=False)]
 
 
 def _dim(source: onnx.TypeProto, index: int) -> onnx.TensorShapeProto.Dimension | None:
@@ -55,7 +70,8 @@ def _schema(node: PluginNode, output_shape: str, inputs: tuple = _INPUTS) -> OpS
                     OpSchema.Attribute("plugin_namespace", OpSchema.AttrType.STRING, "plugin namespace",
                                        required=False),
                     OpSchema.Attribute("spatial_shapes", OpSchema.AttrType.INTS, "H0, W0, H1, W1, ...",
-                                       required=False)])
+                                       required=False)]
+        + (_SAMPLING_ATTRIBUTES if node in (DETRT_PLUGIN, DETRT_FUSED_PLUGIN) else []))
     schema.set_type_and_shape_inference_function(functools.partial(_msda_output_type, node))
     return schema
 

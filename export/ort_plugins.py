@@ -26,7 +26,14 @@ import onnx
 import torch
 
 from .deform_conv_nodes import DEFORM_CONV_PLUGIN
-from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, NVIDIA_PLUGIN
+from .msda_nodes import (
+    DEFAULT_METHOD,
+    DETRT_FUSED_PLUGIN,
+    DETRT_PLUGIN,
+    METHOD_ATTRIBUTE,
+    NVIDIA_PLUGIN,
+    POINTS_ATTRIBUTE,
+)
 from .onnx_passes import element_types, plugin_nodes
 from .onnx_schemas import register_plugin_schemas
 from .plugin_graph import PluginGraphError, level_table_problem, validate_plugin_graph
@@ -41,12 +48,20 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def _msda(value: np.ndarray, spatial_shapes: np.ndarray, level_start_index: np.ndarray, locations: np.ndarray,
-          weights: np.ndarray) -> np.ndarray:
+          weights: np.ndarray, **sampling: object) -> np.ndarray:
     from detrt.plugins import kernels
 
     output = kernels.forward(torch.from_numpy(value), torch.from_numpy(spatial_shapes),
-                          torch.from_numpy(level_start_index), torch.from_numpy(locations), torch.from_numpy(weights))
+                             torch.from_numpy(level_start_index), torch.from_numpy(locations),
+                             torch.from_numpy(weights), **sampling)
     return output.numpy()
+
+
+def _sampling(attributes: dict[str, str]) -> dict[str, object]:
+    """The kernels' `points_per_level` and `method` keywords from the contrib copy's string attributes."""
+    points = attributes.get(POINTS_ATTRIBUTE, "")
+    return {"points_per_level": [int(p) for p in points.split()] or None,
+            "method": attributes.get(METHOD_ATTRIBUTE) or DEFAULT_METHOD}
 
 
 def _guarded(body: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -59,7 +74,7 @@ def _guarded(body: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
             problem = level_table_problem(spatial_shapes, level_start_index, value.shape[1] if value.ndim == 4 else None)
             if problem:
                 raise PluginGraphError(f"plugin node {name}: {problem}")
-            return body(value, spatial_shapes, level_start_index, *rest)
+            return body(value, spatial_shapes, level_start_index, *rest, **_sampling(attributes))
         except PluginGraphError as error:
             _failures.append(error)
         except Exception as error:
@@ -76,27 +91,28 @@ def register_custom_ops() -> None:
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     float_, int32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
+    strings = ("plugin_version", "plugin_namespace", NODE_NAME_ATTRIBUTE, POINTS_ATTRIBUTE, METHOD_ATTRIBUTE)
     signature = dict(inputs=[float_, int32, int32, float_, float_], outputs=[float_],
-                     attrs={"plugin_version": PyCustomOpDef.dt_string, "plugin_namespace": PyCustomOpDef.dt_string,
-                            NODE_NAME_ATTRIBUTE: PyCustomOpDef.dt_string})
+                     attrs=dict.fromkeys(strings, PyCustomOpDef.dt_string))
 
     @onnx_op(op_type=DETRT_PLUGIN.name, **signature)
     @_guarded
-    def detrt_msda(value, spatial_shapes, level_start_index, locations, weights):  # noqa: ANN001, ANN202
-        return _msda(value, spatial_shapes, level_start_index, locations, weights)
+    def detrt_msda(value, spatial_shapes, level_start_index, locations, weights, **sampling):  # noqa: ANN001, ANN003, ANN202
+        return _msda(value, spatial_shapes, level_start_index, locations, weights, **sampling)
 
     @onnx_op(op_type=DETRT_FUSED_PLUGIN.name, **{**signature, "inputs": [float_, int32, int32, float_, float_, float_]})
     @_guarded
-    def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits):  # noqa: ANN001, ANN202
+    def detrt_msda_fused(value, spatial_shapes, level_start_index, references, offsets, logits,  # noqa: ANN001, ANN202
+                         **sampling):  # noqa: ANN003
         from detrt.plugins import kernels
 
         tensors = [torch.from_numpy(a) for a in (value, spatial_shapes, level_start_index, references, offsets, logits)]
-        return kernels.forward_fused(*tensors).numpy()
+        return kernels.forward_fused(*tensors, **sampling).numpy()
 
     @onnx_op(op_type=NVIDIA_PLUGIN.name, **signature)
     @_guarded
-    def nvidia_msda(value, spatial_shapes, level_start_index, locations, weights):  # noqa: ANN001, ANN202
-        n, _, m, d = value.shape
+    def nvidia_msda(value, spatial_shapes, level_start_index, locations, weights, **sampling):  # noqa: ANN001, ANN003, ANN202
+        n, _, m, d = value.shape  # the graph validator refuses sampling attributes on NVIDIA's node
         return _msda(value, spatial_shapes, level_start_index, locations, weights).reshape(n, -1, m, d)
 
 
@@ -113,6 +129,18 @@ def _as_deform_conv(node: onnx.NodeProto) -> None:
         onnx.helper.make_attribute("dilations", list(attrs.get("dilation", [1, 1]))),
         onnx.helper.make_attribute("group", attrs.get("group", 1)),
         onnx.helper.make_attribute("offset_group", attrs.get("deformable_group", 1))])
+
+
+def _as_string_attributes(node: onnx.NodeProto) -> None:
+    """Give an MSDA node's copy its sampling attributes as strings, the only list-free type
+    onnxruntime-extensions reads: `points_per_level` as "3 6 3" ("" when absent), `method` always."""
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    points = " ".join(str(p) for p in attributes.get(POINTS_ATTRIBUTE, []))
+    method = attributes.get(METHOD_ATTRIBUTE, DEFAULT_METHOD.encode()).decode()
+    kept = [a for a in node.attribute if a.name not in (POINTS_ATTRIBUTE, METHOD_ATTRIBUTE)]
+    del node.attribute[:]
+    node.attribute.extend([*kept, onnx.helper.make_attribute(POINTS_ATTRIBUTE, points),
+                           onnx.helper.make_attribute(METHOD_ATTRIBUTE, method)])
 
 
 def _element_types(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:
@@ -156,6 +184,7 @@ def contrib_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             _as_deform_conv(node)
     for node in nodes:
         node.domain = CONTRIB_DOMAIN
+        _as_string_attributes(node)
         node.attribute.append(onnx.helper.make_attribute(NODE_NAME_ATTRIBUTE, node.name or node.op_type))
     if nodes and not any(o.domain == CONTRIB_DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))

@@ -7,6 +7,8 @@ tensor's S (the sum of H_l * W_l). The geometry is checked too: each level is th
 (rounded up) or, after a dilated stage, the same size, and the first is the input size divided by a
 power of two, as the backbone and the extra stride-2 convolutions of Deformable DETR make them; a
 swapped or reshaped table with the right total is therefore refused instead of giving silent garbage.
+The optional ``points_per_level`` and ``method`` attributes of detrt nodes must agree with the inputs
+too (one count per level, summing to the T of the sampling inputs; a method the kernels have).
 """
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ import onnx
 from detrt.detectors import DetrtError
 from onnx import numpy_helper
 
-from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, MAX_LEVELS, NVIDIA_PLUGIN
+from .msda_nodes import (
+    DETRT_FUSED_PLUGIN,
+    DETRT_PLUGIN,
+    MAX_LEVELS,
+    MAX_SAMPLES_PER_HEAD,
+    METHOD_ATTRIBUTE,
+    METHODS,
+    NVIDIA_PLUGIN,
+    POINTS_ATTRIBUTE,
+)
 from .onnx_passes import constant_values
 
 MSDA_OP_TYPES = (DETRT_PLUGIN.name, DETRT_FUSED_PLUGIN.name, NVIDIA_PLUGIN.name)
@@ -103,11 +114,61 @@ def _image_size(dims: dict[str, list[int | None]]) -> tuple[int, int] | None:
     return images[2], images[3]
 
 
+def _levels(node: onnx.NodeProto, constants: dict, dims: dict) -> int | None:
+    """L from the spatial_shapes input (a constant, or its static shape) or attribute; None if unknown."""
+    if node.input[1] in constants:
+        return len(numpy_helper.to_array(constants[node.input[1]]))
+    shape = dims.get(node.input[1])
+    if shape and shape[0] is not None:
+        return shape[0]
+    attribute = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "spatial_shapes"), None)
+    return len(attribute) // 2 if attribute is not None else None
+
+
+def sampling_problem(node: onnx.NodeProto, levels: int | None, dims: dict) -> str | None:
+    """What is wrong with a node's `points_per_level` and `method` attributes against its inputs (None
+    when they agree): a known method, one count >= 1 per level, their sum T the samples of the inputs."""
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    points, method = attributes.get(POINTS_ATTRIBUTE), attributes.get(METHOD_ATTRIBUTE)
+    if node.op_type == NVIDIA_PLUGIN.name:
+        present = [name for name in (POINTS_ATTRIBUTE, METHOD_ATTRIBUTE) if name in attributes]
+        return f"has {present} attributes, which TensorRT's built-in plugin ignores" if present else None
+    if method is not None and method.decode(errors="replace") not in METHODS:
+        return f"its {METHOD_ATTRIBUTE} attribute {method.decode(errors='replace')!r} is not one of {METHODS}"
+    fused = node.op_type == DETRT_FUSED_PLUGIN.name
+    samples = [(name, dims.get(node.input[position])) for name, position in
+               ((("sampling_offsets", 4), ("attention_logits", 5)) if fused
+                else (("sampling_locations", 3), ("attention_weights", 4))) if position < len(node.input)]
+    if points is None:
+        rank = samples[0][1] and len(samples[0][1])
+        if rank and rank != 6:
+            return (f"its {samples[0][0]} input has rank {rank}, but without a {POINTS_ATTRIBUTE} attribute it must "
+                    "be (N, Lq, M, L, P, 2)")
+        return None
+    points = list(points)
+    if not points or min(points) < 1:
+        return f"its {POINTS_ATTRIBUTE} attribute {points} must hold one count >= 1 per level"
+    if levels is not None and len(points) != levels:
+        return f"its {POINTS_ATTRIBUTE} attribute has {len(points)} entries {points}, but spatial_shapes has {levels} levels"
+    if sum(points) > MAX_SAMPLES_PER_HEAD:
+        return f"its {POINTS_ATTRIBUTE} attribute sums to {sum(points)}, more than the {MAX_SAMPLES_PER_HEAD} samples per head the plugin takes"
+    for (name, shape), rank in zip(samples, (5, 4)):
+        if shape is None:
+            continue
+        if len(shape) != rank:
+            return f"its {POINTS_ATTRIBUTE} attribute needs a rank-{rank} {name} (N, Lq, M, T, ...), got rank {len(shape)}"
+        if shape[3] is not None and shape[3] != sum(points):
+            return (f"its {POINTS_ATTRIBUTE} attribute {points} sums to T = {sum(points)}, but its {name} input "
+                    f"has T = {shape[3]}")
+    return None
+
+
 def _node_problem(node: onnx.NodeProto, constants: dict, dims: dict, input_size: tuple[int, int] | None) -> str | None:
     if len(node.input) < 3:
         return f"has {len(node.input)} inputs, fewer than value, spatial_shapes, level_start_index"
-    if node.input[1] not in constants or node.input[2] not in constants:
-        return None  # computed at run time: the op checks the table it receives
+    problem = sampling_problem(node, _levels(node, constants, dims), dims)
+    if problem or node.input[1] not in constants or node.input[2] not in constants:
+        return problem  # a level table computed at run time: the op checks the table it receives
     shapes, starts = (numpy_helper.to_array(constants[name]) for name in node.input[1:3])
     value_dims = dims.get(node.input[0])
     num_values = value_dims[1] if value_dims is not None and len(value_dims) == 4 else None

@@ -23,10 +23,11 @@ class ExportReport:
     size_bytes: int
     inputs: dict[str, list] = field(default_factory=dict)
     outputs: dict[str, list] = field(default_factory=dict)
+    msda: dict[str, str] = field(default_factory=dict)  # attention module -> the MSDA form it was exported as
 
     @classmethod
-    def of(cls, model: onnx.ModelProto, path: Path) -> "ExportReport":
-        """Describe `model`, saved at `path`."""
+    def of(cls, model: onnx.ModelProto, path: Path, msda: dict[str, str] | None = None) -> "ExportReport":
+        """Describe `model`, saved at `path`; `msda` says which form each attention module got."""
         def dims(info: onnx.ValueInfoProto) -> list:
             return [d.dim_param or d.dim_value for d in info.type.tensor_type.shape.dim]
 
@@ -34,10 +35,11 @@ class ExportReport:
         parameters = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
         return cls(path, opset, dict(Counter(node.op_type for node in model.graph.node).most_common()),
                    len(plugin_nodes(model)), parameters, path.stat().st_size,
-                   {i.name: dims(i) for i in model.graph.input}, {o.name: dims(o) for o in model.graph.output})
+                   {i.name: dims(i) for i in model.graph.input}, {o.name: dims(o) for o in model.graph.output},
+                   dict(msda or {}))
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (the CLI prints it)."""
         return {"onnx": str(self.path), "opset": self.opset, "size_mb": round(self.size_bytes / 2**20, 2),
                 "parameters": self.parameters, "plugin_nodes": self.plugin_nodes, "inputs": self.inputs,
-                "outputs": self.outputs, "ops": self.ops}
+                "outputs": self.outputs, "ops": self.ops, "msda": self.msda}

@@ -69,32 +69,42 @@ def replace_hf_sampling(model: nn.Module) -> int:
     return count
 
 
+HF_METHODS = {"default": "bilinear", "discrete": "discrete"}  # transformers' decoder_method -> detrt's method
+
+
 class HFSamplingV2(MsdaModule):
-    """detrt's op for one RT-DETRv2-style attention module: value (N, S, M, D), locations (N, Lq, M, L*P, 2)
-    and weights (N, Lq, M, L*P) -> (N, Lq, M*D). detrt's op takes one point count for every level and
-    bilinear sampling; other settings (`plugin_problem`) run transformers' own function."""
+    """detrt's op for one RT-DETRv2-style attention module: value (N, S, M, D), locations (N, Lq, M, T, 2)
+    and weights (N, Lq, M, T) -> (N, Lq, M*D), with the module's points per level (e.g. D-FINE's [3, 6, 3])
+    and sampling method ("default" is bilinear, or "discrete"). A method detrt's op does not know
+    (`plugin_problem`) runs transformers' own function."""
 
     def __init__(self, points_per_level: list[int], method: str, original: Callable[..., Tensor]) -> None:
         super().__init__()
-        self.n_levels, self.points_per_level, self.method = len(points_per_level), list(points_per_level), method
-        self.original = original  # transformers' function, for what detrt's op does not do
-        self.n_points = points_per_level[0]
+        self.n_levels, self._points, self.hf_method = len(points_per_level), list(points_per_level), method
+        self.original = original  # transformers' function, for a method detrt's op does not do
+        self.method = HF_METHODS.get(method, method)
         self.plugin_problem = None
-        if len(set(points_per_level)) != 1:
-            self.plugin_problem = f"it samples {points_per_level} points on its levels, not one count for all"
-        elif method != "default":
-            self.plugin_problem = f"it samples with the {method!r} method, not bilinearly"
+        if method not in HF_METHODS:
+            self.plugin_problem = f"it samples with the {method!r} method, which detrt's MSDA op does not have"
+
+    @property
+    def points_per_level(self) -> list[int]:
+        return self._points
 
     def forward(self, value: Tensor, shapes_list: list[tuple[int, int]], sampling_locations: Tensor,
                 attention_weights: Tensor, num_points_list: list[int] | None = None, method: str | None = None) -> Tensor:
         if self.plugin_problem is not None:
-            return self.original(value, shapes_list, sampling_locations, attention_weights, self.points_per_level,
-                                 self.method)
-        n, queries, heads, samples, _ = sampling_locations.shape
-        shape = (n, queries, heads, self.n_levels, samples // self.n_levels)
+            return self.original(value, shapes_list, sampling_locations, attention_weights, self._points,
+                                 self.hf_method)
         shapes, starts = _level_table(shapes_list, value.device)
-        return ms_deform_attn(value, shapes, starts, sampling_locations.reshape(*shape, 2),
-                              attention_weights.reshape(shape), impl=self.impl, validate=False)
+        points: list[int] | None = self._points
+        if len(set(self._points)) == 1:  # one count for every level: the (N, Lq, M, L, P) layout, no list
+            n, queries, heads = sampling_locations.shape[:3]
+            shape = (n, queries, heads, self.n_levels, self._points[0])
+            sampling_locations, attention_weights = sampling_locations.reshape(*shape, 2), attention_weights.reshape(shape)
+            points = None
+        return ms_deform_attn(value, shapes, starts, sampling_locations, attention_weights, impl=self.impl,
+                              validate=False, points_per_level=points, method=self.method)
 
 
 def _dispatcher(original: Callable[..., Tensor]) -> Callable[..., Tensor]:

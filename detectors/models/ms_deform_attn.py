@@ -22,6 +22,9 @@ class MsdaModule(nn.Module):
 
     supports_fused = False
     plugin_problem: str | None = None  # why this module cannot be a plugin node, if it cannot
+    method = "bilinear"  # how it samples: "bilinear" or "discrete"
+    n_levels: int
+    n_points: int
 
     def __init__(self, impl: str = "reference") -> None:
         super().__init__()
@@ -29,6 +32,11 @@ class MsdaModule(nn.Module):
             raise InputError(f"unknown MSDA implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
         self.impl = impl
         self.fused = False
+
+    @property
+    def points_per_level(self) -> list[int]:
+        """How many points each head samples on each level."""
+        return [self.n_points] * self.n_levels
 
 
 class MSDeformAttn(MsdaModule):

@@ -39,7 +39,7 @@ class Family:
 FAMILIES = {
     "rt_detr": Family(tiny_rt_detr, 2, 20, (0.0, 0.0, 0.0), (640, 640)),        # k = the 20 queries; pixels / 255
     "rt_detr_v2": Family(tiny_rt_detr_v2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),  # its sampling function
-    "d_fine": Family(tiny_d_fine, 2, 20, (0.0, 0.0, 0.0), (640, 640)),          # one point count for all levels
+    "d_fine": Family(tiny_d_fine, 2, 20, (0.0, 0.0, 0.0), (640, 640)),
     "deimv2": Family(tiny_deimv2, 2, 20, (0.0, 0.0, 0.0), (640, 640)),
     "lw_detr": Family(tiny_lw_detr, 2, 50, (0.485, 0.456, 0.406), (640, 640)),  # k = min(100, 10 x 5 classes)
     "dab_detr": Family(tiny_dab_detr, 0, 50, (0.485, 0.456, 0.406), None),      # no MSDA
@@ -75,8 +75,10 @@ def test_detector_is_hf_with_detrt_msda(arch: str) -> None:
     np.testing.assert_allclose(ours["pred_boxes"].numpy(), boxes, rtol=0, atol=1e-5)
 
 
+# D-FINE's exports are test_generalised_sampling's (points per level [3, 6, 3]); DEIMv2 takes the same
+# route with one count for every level.
 @pytest.mark.parametrize("msda", ["plugin", "portable"])
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", [arch for arch in FAMILIES if arch != "d_fine"])
 def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -> None:
     family = FAMILIES[arch]
     inputs = images(family.size)
@@ -100,29 +102,38 @@ def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -
     np.testing.assert_allclose(outputs["scores"], expected, rtol=0, atol=1e-4)
 
 
-SAMPLING_THE_OP_LACKS = {
-    "discrete": (lambda: tiny_rt_detr_v2(method="discrete"), "rt_detr_v2", "it samples with the 'discrete' method"),
-    "points-per-level": (lambda: tiny_d_fine(points=[3, 6, 3]), "d_fine", r"it samples \[3, 6, 3\] points"),
+GENERALISED_SAMPLING = {  # case -> (model, its points per level, detrt's method)
+    "discrete": (lambda: tiny_rt_detr_v2(method="discrete"), [4, 4, 4], "discrete"),
+    "points-per-level": (lambda: tiny_d_fine(points=[3, 6, 3]), [3, 6, 3], "bilinear"),
 }
 
 
-@pytest.mark.parametrize("case", SAMPLING_THE_OP_LACKS)
-def test_sampling_the_op_lacks_exports_portable_only(case: str, tmp_path: Path) -> None:
-    """RT-DETRv2's "discrete" method and D-FINE's point count per level are not detrt's op: the plugin
-    export is refused, naming why, and the portable graph (transformers' own sampling) matches HF."""
-    build, arch, reason = SAMPLING_THE_OP_LACKS[case]
-    with pytest.raises(ExportError, match=f"{arch} cannot use the MSDA plugin: {reason}.*--msda portable"):
-        export_onnx(from_hf(build()), tmp_path / "p.onnx", ExportOptions(size=SIZE))
-    assert not (tmp_path / "p.onnx").exists()
+@pytest.mark.parametrize("case", GENERALISED_SAMPLING)
+def test_generalised_sampling_exports_as_plugin_nodes(case: str, tmp_path: Path) -> None:
+    """RT-DETRv2's "discrete" method and D-FINE's point count per level become plugin nodes that carry
+    them (attributes only where not the default: one count for all levels needs no list) and match HF in
+    ONNX Runtime; the portable graph (a gather per level for discrete) matches too."""
+    build, points, method = GENERALISED_SAMPLING[case]
     inputs = images(SIZE)
     logits, boxes = hf_outputs(build(), inputs)
-    path = tmp_path / "portable.onnx"
-    export_onnx(from_hf(build()), path,
-                ExportOptions(msda="portable", batch=2, size=SIZE, raw=True, normalize_in_graph=False))
-    session = create_session(path)
-    outputs = dict(zip([o.name for o in session.get_outputs()],
-                       session.run(None, {session.get_inputs()[0].name: inputs.numpy()})))
-    assert np.abs(outputs["pred_logits"] - logits).max() < ATOL and np.abs(outputs["pred_boxes"] - boxes).max() < ATOL
+    expected_attributes = {**({"points_per_level": points} if len(set(points)) > 1 else {}),
+                           **({"method": method.encode()} if method != "bilinear" else {})}
+    for msda in ("portable", "plugin"):
+        path = tmp_path / f"{msda}.onnx"
+        report = export_onnx(from_hf(build()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
+                                                                   normalize_in_graph=False))
+        nodes = [node for node in onnx.load(str(path)).graph.node if "Deformable" in node.op_type]
+        assert len(nodes) == (2 if msda == "plugin" else 0) and len(report.msda) == 2
+        for node in nodes:
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert {k: attributes[k] for k in ("points_per_level", "method") if k in attributes} == expected_attributes
+        form = "plugin node DetrtMultiscaleDeformableAttn" if msda == "plugin" else "portable"
+        assert all(f.startswith(form) and f"{points}, {method}" in f for f in report.msda.values()), report.msda
+        session = create_session(path)
+        outputs = dict(zip([o.name for o in session.get_outputs()],
+                           session.run(None, {session.get_inputs()[0].name: inputs.numpy()})))
+        assert np.abs(outputs["pred_logits"] - logits).max() < ATOL, msda
+        assert np.abs(outputs["pred_boxes"] - boxes).max() < ATOL, msda
 
 
 def test_refuses_the_fused_node(tmp_path: Path) -> None:

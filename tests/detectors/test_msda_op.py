@@ -106,3 +106,93 @@ def test_fused_module_equals_unfused(impl, reference_dim):
         module.fused = True
         fused = module(query, references, memory, shapes, starts)
     torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
+
+
+SHAPES_3 = [(5, 7), (3, 2), (1, 1)]
+
+
+def v2_inputs(points: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """value, locations (N, Lq, M, T, 2) reaching past the borders, with a NaN and exact half-cells, weights."""
+    generator = torch.Generator().manual_seed(seed)
+    n, m, d, lq, total = 2, 2, 4, 6, sum(points)
+    value = torch.randn(n, sum(h * w for h, w in SHAPES_3), m, d, generator=generator)
+    locations = torch.rand(n, lq, m, total, 2, generator=generator) * 1.4 - 0.2
+    locations[0, 0, 0, 0] = torch.tensor([float("nan"), 0.5])
+    locations[0, 1, 1, 1] = torch.tensor([1.5 / 7, 2.5 / 5])  # x * W + 0.5 lands on a whole number
+    return value, locations, torch.rand(n, lq, m, total, generator=generator)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "discrete"])
+@pytest.mark.parametrize("points", [[3, 6, 2], [4, 4, 4]])
+def test_reference_is_transformers_v2_function_bit_for_bit(points: list[int], method: str) -> None:
+    """Our reference (the portable graph's ops) against transformers' `multi_scale_deformable_attention_v2`
+    (RT-DETRv2, D-FINE, DEIMv2): the same fp32 ops in the same order and memory layout, so no tolerance."""
+    from transformers.models.rt_detr_v2.modeling_rt_detr_v2 import multi_scale_deformable_attention_v2
+
+    value, locations, weights = v2_inputs(points)
+    expected = multi_scale_deformable_attention_v2(value, SHAPES_3, locations, weights, points,
+                                                   "default" if method == "bilinear" else "discrete")
+    got = ms_deform_attn(value, torch.tensor(SHAPES_3), torch.tensor([0, 35, 41]), locations, weights,
+                         points_per_level=points, method=method)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())  # NaN where transformers has NaN (bilinear)
+    assert method == "bilinear" or not got.isnan().any()  # discrete: a NaN coordinate reads index 0
+
+
+def test_discrete_reads_the_clamped_cell_of_the_contract() -> None:
+    """One sample per level: x = 0.5/W - tiny stays in cell 0, 1.2 clamps to the last cell, NaN reads 0."""
+    value = torch.arange(8.0).view(1, 8, 1, 1)  # levels 2x3 (values 0..5) and 1x2 (6, 7)
+    shapes, starts = torch.tensor([[2, 3], [1, 2]]), torch.tensor([0, 6])
+    locations = torch.tensor([[0.49 / 3, 0.99], [1.2, float("nan")]]).view(1, 1, 1, 2, 2)
+    output = ms_deform_attn(value, shapes, starts, locations, torch.ones(1, 1, 1, 2), points_per_level=[1, 1],
+                            method="discrete")
+    assert output.item() == (1 * 3 + 0) + (6 + 1)  # level 0: row 1, column 0; level 1: row 0, column 1
+
+
+def test_uniform_points_list_equals_the_rank6_layout() -> None:
+    """(N, Lq, M, T, 2) with [P] * L is the memory of (N, Lq, M, L, P, 2): plain and fused, both methods,
+    with 2-d and 4-d reference points (offset / P_l per sample)."""
+    from detrt.detectors.models.msda_op import ms_deform_attn_fused
+
+    generator = torch.Generator().manual_seed(2)
+    shapes, starts = torch.tensor([[6, 5], [3, 3]]), torch.tensor([0, 30])
+    value = torch.randn(2, 39, 2, 4, generator=generator)
+    offsets = torch.randn(2, 7, 2, 2, 3, 2, generator=generator)
+    logits = torch.randn(2, 7, 2, 6, generator=generator)
+    for method in ("bilinear", "discrete"):
+        for references in (torch.rand(2, 7, 2, 2, generator=generator), torch.rand(2, 7, 2, 4, generator=generator)):
+            rank6 = ms_deform_attn_fused(value, shapes, starts, references, offsets, logits, impl="reference",
+                                         method=method)
+            listed = ms_deform_attn_fused(value, shapes, starts, references, offsets.flatten(3, 4), logits,
+                                          impl="reference", points_per_level=[3, 3], method=method)
+            torch.testing.assert_close(listed, rank6, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("points, locations_shape, message", [
+    ([3, 6], (1, 3, 2, 9, 2), r"points_per_level must be 3 positive counts"),
+    ([3, 0, 6], (1, 3, 2, 9, 2), r"points_per_level must be 3 positive counts"),
+    ([3, 3, 4], (1, 3, 2, 9, 2), r"T = sum\(\[3, 3, 4\]\) = 10"),
+    (None, (1, 3, 2, 9, 2), r"\(N, Lq, M, T, 2\) with points_per_level"),
+    ([2, 3, 4], (1, 3, 2, 3, 3, 2), r"3 points on every level, but points_per_level is \[2, 3, 4\]"),
+])
+def test_points_per_level_that_do_not_fit_are_refused(points, locations_shape, message) -> None:
+    value = torch.randn(1, 42, 2, 4)
+    locations = torch.rand(locations_shape)
+    with pytest.raises(ValueError, match=message):
+        ms_deform_attn(value, torch.tensor(SHAPES_3), torch.tensor([0, 35, 41]), locations,
+                       torch.rand(locations_shape[:-1]), points_per_level=points)
+    with pytest.raises(ValueError, match="unknown MSDA sampling method 'nearest'"):
+        ms_deform_attn(value, torch.tensor(SHAPES_3), torch.tensor([0, 35, 41]), locations,
+                       torch.rand(locations_shape[:-1]), points_per_level=points, method="nearest")
+
+
+def test_gradients_with_points_per_level_and_discrete() -> None:
+    """Training through the op: bilinear gradients are the reference's (gradcheck); discrete sampling
+    gives the locations no gradient (it reads whole cells) and the values and weights theirs."""
+    shapes, starts = torch.tensor([[4, 4], [2, 2]]), torch.tensor([0, 16])
+    value = torch.randn(1, 20, 2, 4, dtype=torch.float64, requires_grad=True)
+    locations = torch.rand(1, 3, 2, 5, 2, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(1, 3, 2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, l, w: ms_deform_attn(v, shapes, starts, l, w, points_per_level=[2, 3]), (value, locations, weights))
+    ms_deform_attn(value, shapes, starts, locations, weights, points_per_level=[2, 3], method="discrete").sum().backward()
+    assert locations.grad is None and value.grad.any() and weights.grad.any()

@@ -8,7 +8,7 @@ import torch
 
 from detrt.detectors import Detector, DetectorConfig, PreprocessSpec, build_model
 from detrt.export import ExportError, ExportOptions, check_exportable, export_onnx
-from detrt.export.msda_nodes import MAX_SAMPLES_PER_HEAD
+from detrt.export.msda_nodes import MAX_SAMPLES_PER_HEAD, check_msda_supported
 from detrt.runtime.cli import main
 from support.variants import small_config, small_model
 
@@ -63,6 +63,22 @@ def test_msda_configuration_beyond_the_plugin_is_refused_for_plugin_mode_only():
     with pytest.raises(ExportError, match=rf"at most {MAX_SAMPLES_PER_HEAD} samples per head .* 4 x {points}"):
         check_exportable(detector, ExportOptions(msda="plugin"))
     check_exportable(detector, ExportOptions(msda="portable"))  # GridSample has no such limit
+
+
+@pytest.mark.parametrize("mode, points, method, message", [
+    ("nvidia", [3, 6, 3], "bilinear", r"built-in MSDA plugin samples bilinearly with one point count .* --msda plugin"),
+    ("nvidia", [4, 4, 4], "discrete", r"samples \[4, 4, 4\] points per level, discrete"),
+    ("plugin", [MAX_SAMPLES_PER_HEAD, 1], "bilinear", rf"at most {MAX_SAMPLES_PER_HEAD} samples per head .* "
+                                                      rf"{MAX_SAMPLES_PER_HEAD} \+ 1 = {MAX_SAMPLES_PER_HEAD + 1}"),
+    ("plugin", [1] * 17, "discrete", "at most 16 feature levels, the model has 17"),
+])
+def test_sampling_beyond_a_plugin_is_refused(mode, points, method, message):
+    """Point counts per level and the discrete method are detrt's plugin only; its limits hold for T."""
+    with pytest.raises(ValueError, match=message):
+        check_msda_supported(mode, points, method)
+    check_msda_supported("portable", points, method)
+    if mode == "nvidia":
+        check_msda_supported("plugin", points, method)
 
 
 def test_deformable_convolution_needs_opset_19():
