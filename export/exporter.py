@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -29,6 +29,7 @@ from .msda_nodes import (
     register_msda_symbolic,
 )
 from .onnx_schemas import register_plugin_schemas
+from .patch import PatchError, patch_model
 from .plugin_mode import plugin_mode
 from .report import ExportReport
 
@@ -110,8 +111,12 @@ def check_exportable(detector: Detector, options: ExportOptions) -> tuple[str, t
         raise ExportError(f"{detector.config.arch} cannot use the MSDA plugin: {'; '.join(problems)}. Export the "
                           "portable graph (--msda portable), which computes the same function with ONNX ops")
     if options.fused and not all(module.supports_fused for module in attention):
-        raise ExportError(f"{detector.config.arch} computes its sampling locations in its own modules, which the "
-                          "fused node would replace: export the plain plugin (drop --fused)")
+        if any(module.method != "bilinear" for module in attention):
+            raise ExportError(f"{detector.config.arch} samples with the discrete method, which `detrt patch` does "
+                              "not fuse: export the plain plugin (drop --fused)")
+        if options.opset < MIN_OPSET["portable"]:
+            raise ExportError(f"the fused export of {detector.config.arch} goes through its portable graph, which "
+                              f"needs opset {MIN_OPSET['portable']} or more: pass --opset {MIN_OPSET['portable']}")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"batch must be a positive number or dynamic, got {options.batch}")
     size = options.size or detector.preprocess.fixed_size
@@ -147,6 +152,20 @@ def _trace_to_onnx(module: ExportModule, sample: torch.Tensor, options: ExportOp
     return onnx.load_from_string(buffer.getvalue())
 
 
+def _fuse_portable(model: onnx.ModelProto, detector: Detector, progress: Callable[[str], None]) -> onnx.ModelProto:
+    """The portable graph of a model whose attention modules compute their own locations (the HF families),
+    with every MSDA subgraph replaced by the fused node, as `detrt patch --fused` does and checks it."""
+    progress("fusing the MSDA subgraphs of the portable graph (detrt patch --fused)")
+    try:
+        fused, report = patch_model(model, f"the portable graph of {detector.config.arch}", fused=True, progress=progress)
+    except PatchError as error:
+        raise ExportError(f"{error}; export the plain plugin (drop --fused)") from error
+    if report.not_fused or report.unsupported:
+        raise ExportError(f"{detector.config.arch}: not every MSDA subgraph could be fused "
+                          f"({'; '.join(report.not_fused + report.unsupported)}); export the plain plugin (drop --fused)")
+    return fused
+
+
 def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = ExportOptions(),
                 progress: Callable[[str], None] = lambda message: None) -> ExportReport:
     """Export `detector` to `path` (written atomically) and describe the result.
@@ -157,21 +176,24 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
     mode, size = check_exportable(detector, options)
     outputs = OUTPUT_NAMES + (RAW_OUTPUT_NAMES if options.raw else ())
     attention = _msda_modules(detector)
+    # modules that compute their own locations (the HF families): traced portable, fused afterwards
+    fuse_after_tracing = options.fused and not all(module.supports_fused for module in attention)
+    trace_options = replace(options, msda="portable", fused=False) if fuse_after_tracing else options
     previous = [(module.impl, module.fused) for module in attention]
-    set_msda_impl(detector.model, "detrt" if mode in PLUGIN_NODES else "reference")
+    set_msda_impl(detector.model, "detrt" if trace_options.msda in PLUGIN_NODES else "reference")
     for module in attention:
-        module.fused = options.fused
+        module.fused = trace_options.fused
     try:
         module = ExportModule(detector, size, options.normalize_in_graph, options.raw).eval()
         sample = torch.rand(options.batch or 2, 3, *size) * (255.0 if options.normalize_in_graph else 1.0)
-        progress(f"tracing {detector.config.arch} at {size[0]}x{size[1]}, MSDA {mode}, opset {options.opset}")
+        progress(f"tracing {detector.config.arch} at {size[0]}x{size[1]}, MSDA {trace_options.msda}, opset {options.opset}")
         with torch.no_grad():
             traced = module(sample)
             if not all(bool(torch.isfinite(t).all()) for t in traced if t.is_floating_point()):
                 raise ExportError("the model gives NaN or infinite outputs on a test input: its weights are broken "
                                   "(check the checkpoint); nothing was written")
             output_shapes = [tuple(t.shape) for t in traced]
-            model = _trace_to_onnx(module, sample, options, outputs)
+            model = _trace_to_onnx(module, sample, trace_options, outputs)
     finally:
         for module_, (impl, fused) in zip(attention, previous):
             module_.impl, module_.fused = impl, fused
@@ -180,6 +202,8 @@ def export_onnx(detector: Detector, path: str | Path, options: ExportOptions = E
     if options.simplify:
         progress("simplifying (onnxslim)")
         model = onnx_passes.simplify(model)
+    if fuse_after_tracing:
+        model = _fuse_portable(model, detector, progress)
     progress("shape inference and checks")
     onnx_passes.set_output_shapes(model, [(options.batch, *shape[1:]) for shape in output_shapes])
     model = onnx_passes.infer_shapes(model)

@@ -49,6 +49,7 @@ class MsdaSubgraph:
     queries: int
     constant_locations: np.ndarray | None = None  # (N, Lq, M, T, 2), from constant grids
     constant_weights: np.ndarray | None = None  # (N, Lq, M, T), from a constant factor
+    value_is_4d: bool = True  # False: `value` holds the (N, S, M, D) values in another shape, e.g. (N, S, M*D)
 
     def describe(self) -> dict:
         """JSON-friendly summary."""
@@ -202,7 +203,7 @@ def _match(graph: _Graph, samplers: list[onnx.NodeProto], reduce_name: str,
     if isinstance(weights, np.ndarray):
         weights, constant_weights = None, weights
     return MsdaSubgraph([n.name for n in samplers], reduce_name, value, locations, weights, output, shapes, points,
-                        heads, channels, queries, constant_locations, constant_weights)
+                        heads, channels, queries, constant_locations, constant_weights, values[value].ndim == 4)
 
 
 def _first(names: Iterable[str], values: dict[str, np.ndarray], test: Callable[[np.ndarray], bool]) -> str | None:
@@ -290,8 +291,12 @@ class _Sizes:
         return factor.reshape(self.batch, self.heads, self.queries, -1).transpose(0, 2, 1, 3).astype(np.float32)
 
     def is_value(self, tensor: np.ndarray, inputs: list[np.ndarray]) -> bool:
-        if tensor.shape != (self.batch, self.total_values, self.heads, self.channels):
+        """True when `tensor` is the (N, S, M, D) value, or holds it in another shape of N rows (e.g. the
+        (N, S, M*D) projection, where the exporter merged the reshapes after it), as the levels show."""
+        shape = (self.batch, self.total_values, self.heads, self.channels)
+        if tensor.size != np.prod(shape) or tensor.shape[0] != self.batch:
             return False
+        tensor = tensor.reshape(shape)
         start = 0
         for (h, w), level in zip(self.shapes, inputs):
             expected = tensor[:, start:start + h * w].transpose(0, 2, 3, 1).reshape(level.shape)

@@ -39,8 +39,6 @@ class PatchError(InputError):
 class PatchReport:
     """What `patch_onnx` did."""
 
-    source: Path
-    target: Path
     replaced: list[dict] = field(default_factory=list)  # per plugin node: its name and the subgraph it replaced
     unsupported: list[str] = field(default_factory=list)
     untouched: list[str] = field(default_factory=list)
@@ -56,7 +54,7 @@ class PatchReport:
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (the CLI prints it)."""
-        return {"source": str(self.source), "written": str(self.target), "replaced": self.replaced,
+        return {"replaced": self.replaced,
                 "unsupported": self.unsupported, "untouched_grid_samples": self.untouched,
                 "not_fused": self.not_fused, "removed_nodes": self.removed_nodes, "max_output_difference": self.max_difference,
                 "tolerance": TOLERANCE}
@@ -144,8 +142,12 @@ def _plugin_nodes(subgraph: MsdaSubgraph, index: int, graph: onnx.GraphProto,
                    build.reshape(weights, per_sample, "attention_weights")]
     levels_in = [build.constant(np.array(subgraph.level_shapes, np.int32), "spatial_shapes"),
                  build.constant(starts.astype(np.int32), "level_start_index")]
+    value = subgraph.value
+    if not subgraph.value_is_4d:
+        value = build.reshape(value, [0, sum(h * w for h, w in subgraph.level_shapes), subgraph.heads,
+                                      subgraph.channels], "value")
     build.nodes.append(onnx.helper.make_node(
-        plugin.name, [subgraph.value, *levels_in, *samples], [subgraph.output], name=build.prefix,
+        plugin.name, [value, *levels_in, *samples], [subgraph.output], name=build.prefix,
         domain=plugin.domain, plugin_version=plugin.version, plugin_namespace=plugin.namespace, **attributes))
     return build.nodes
 
@@ -205,7 +207,7 @@ def replace_subgraphs(model: onnx.ModelProto, subgraphs: list[MsdaSubgraph],
     return patched, replaced, removed
 
 
-def _no_subgraph_message(path: Path, findings: Findings) -> str:
+def _no_subgraph_message(path: str, findings: Findings) -> str:
     if findings.unsupported:
         return (f"{path}: found MSDA-like GridSample groups but none it can replace: "
                 + "; ".join(findings.unsupported))
@@ -215,27 +217,25 @@ def _no_subgraph_message(path: Path, findings: Findings) -> str:
     return f"{path}: no MSDA subgraph (it has no GridSample node); nothing to patch"
 
 
-def patch_onnx(source: str | Path, target: str | Path, fused: bool = False, seed: int = 0,
-               progress: Callable[[str], None] = lambda message: None) -> PatchReport:
-    """Replace every MSDA subgraph of the ONNX at `source` by a detrt plugin node (`fused`: the fused node,
-    where the locations and weights are computed as it computes them) and write the result to `target`,
-    after checking on random input that every output is unchanged (nothing is written otherwise)."""
-    source, target = Path(source), Path(target)
-    model = load_onnx(source)
+def patch_model(model: onnx.ModelProto, name: str, fused: bool = False, seed: int = 0,
+                progress: Callable[[str], None] = lambda message: None) -> tuple[onnx.ModelProto, PatchReport]:
+    """`model` with every MSDA subgraph replaced by a detrt plugin node (`fused`: the fused node, where the
+    locations and weights are computed as it computes them), checked on random input to give every output
+    unchanged; and what was done. `name` names the model in messages."""
     register_plugin_schemas()
     feeds = random_feeds(model, seed)
-    progress(f"running {source.name} in ONNX Runtime on random input ({', '.join(f'{k} {list(v.shape)}' for k, v in feeds.items())})")
+    progress(f"running {name} in ONNX Runtime on random input ({', '.join(f'{k} {list(v.shape)}' for k, v in feeds.items())})")
     constants = constant_values(model)
     candidates = candidate_tensors(model)
     try:
-        values = _run(model, feeds, [name for name in candidates if name not in constants])
-    except Exception as error:  # onnxruntime's errors carry the node; say which file and what to do
-        raise PatchError(f"{source} does not run in ONNX Runtime ({type(error).__name__}: {error}); "
-                         "patch a file that does") from error
-    values |= {name: numpy_helper.to_array(constants[name]) for name in candidates if name in constants}
+        values = _run(model, feeds, [tensor for tensor in candidates if tensor not in constants])
+    except Exception as error:  # onnxruntime's errors carry the node; say which model and what to do
+        raise PatchError(f"{name} does not run in ONNX Runtime ({type(error).__name__}: {error}); "
+                         "patch a model that does") from error
+    values |= {tensor: numpy_helper.to_array(constants[tensor]) for tensor in candidates if tensor in constants}
     findings = find_msda_subgraphs(model, values)
     if not findings.subgraphs:
-        raise PatchError(_no_subgraph_message(source, findings))
+        raise PatchError(_no_subgraph_message(name, findings))
     progress(f"found {len(findings.subgraphs)} MSDA subgraph(s)" +
              (f"; {len(findings.unsupported)} GridSample group(s) not supported" if findings.unsupported else ""))
     fused_inputs = [find_fused_inputs(model, s, values) if fused else None for s in findings.subgraphs]
@@ -247,12 +247,20 @@ def patch_onnx(source: str | Path, target: str | Path, fused: bool = False, seed
     progress("checking the patched graph against the original")
     checked = [s.output for s in findings.subgraphs]
     after = _run(patched, feeds, checked)
-    worst = _compare([o.name for o in model.graph.output] + checked, values, after, source)
+    worst = _compare([o.name for o in model.graph.output] + checked, values, after, name)
+    return patched, PatchReport(replaced, findings.unsupported, findings.untouched, worst, removed, not_fused)
+
+
+def patch_onnx(source: str | Path, target: str | Path, fused: bool = False, seed: int = 0,
+               progress: Callable[[str], None] = lambda message: None) -> PatchReport:
+    """`patch_model` of the ONNX at `source`, written to `target` atomically (nothing is written when the
+    check fails)."""
+    patched, report = patch_model(load_onnx(source), str(source), fused, seed, progress)
     save_atomic(patched, target)
-    return PatchReport(source, target, replaced, findings.unsupported, findings.untouched, worst, removed, not_fused)
+    return report
 
 
-def _compare(names: list[str], before: dict[str, np.ndarray], after: dict[str, np.ndarray], source: Path) -> float:
+def _compare(names: list[str], before: dict[str, np.ndarray], after: dict[str, np.ndarray], source: str) -> float:
     """Largest |after - before| over `names`; a PatchError naming the first tensor beyond `TOLERANCE`."""
     worst = 0.0
     for name in names:

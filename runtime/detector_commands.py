@@ -123,9 +123,8 @@ def patch(args: argparse.Namespace) -> dict:
 
     report = patch_onnx(args.onnx, args.output, fused=args.fused, seed=args.seed,
                         progress=lambda message: print(message, file=sys.stderr, flush=True))
-    if args.json:
-        return report.to_dict()
-    return {**report.to_dict(), "replaced": "".join(f"\n  {line}" for line in report.lines())}
+    summary = {"source": args.onnx, "written": args.output, **report.to_dict()}
+    return summary if args.json else {**summary, "replaced": "".join(f"\n  {line}" for line in report.lines())}
 
 
 def architecture_titles() -> str:

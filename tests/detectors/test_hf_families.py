@@ -77,18 +77,22 @@ def test_detector_is_hf_with_detrt_msda(arch: str) -> None:
 
 # D-FINE's exports are test_generalised_sampling's (points per level [3, 6, 3]); DEIMv2 takes the same
 # route with one count for every level.
-@pytest.mark.parametrize("msda", ["plugin", "portable"])
-@pytest.mark.parametrize("arch", [arch for arch in FAMILIES if arch != "d_fine"])
+@pytest.mark.parametrize("arch, msda", [(arch, msda) for arch in FAMILIES if arch != "d_fine"
+                                        for msda in ("plugin", "fused", "portable")
+                                        if msda != "fused" or FAMILIES[arch].msda_nodes])
 def test_exports_match_hf_in_onnxruntime(arch: str, msda: str, tmp_path: Path) -> None:
+    """Fused: traced portable, and each MSDA subgraph then replaced by the fused node (`detrt patch --fused`)."""
     family = FAMILIES[arch]
     inputs = images(family.size)
     logits, boxes = hf_outputs(family.build(), inputs)
     path = tmp_path / f"{arch}.{msda}.onnx"
-    export_onnx(from_hf(family.build()), path, ExportOptions(msda=msda, batch=2, size=family.size, raw=True,
-                                                            normalize_in_graph=False))
+    export_onnx(from_hf(family.build()), path, ExportOptions(msda="portable" if msda == "portable" else "plugin",
+                                                            fused=msda == "fused", batch=2, size=family.size,
+                                                            raw=True, normalize_in_graph=False))
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
-    if msda == "plugin" or family.msda_nodes == 0:
-        assert ops.count("DetrtMultiscaleDeformableAttn") == family.msda_nodes and "GridSample" not in ops
+    if msda != "portable" or family.msda_nodes == 0:
+        node = "DetrtMultiscaleDeformableAttnFused" if msda == "fused" else "DetrtMultiscaleDeformableAttn"
+        assert ops.count(node) == family.msda_nodes and "GridSample" not in ops
     else:
         assert "GridSample" in ops and not any("Deformable" in op for op in ops)
     session = create_session(path)
@@ -118,16 +122,18 @@ def test_generalised_sampling_exports_as_plugin_nodes(case: str, tmp_path: Path)
     logits, boxes = hf_outputs(build(), inputs)
     expected_attributes = {**({"points_per_level": points} if len(set(points)) > 1 else {}),
                            **({"method": method.encode()} if method != "bilinear" else {})}
-    for msda in ("portable", "plugin"):
+    for msda in ("portable", "plugin", *(["fused"] if method == "bilinear" else [])):
         path = tmp_path / f"{msda}.onnx"
-        report = export_onnx(from_hf(build()), path, ExportOptions(msda=msda, batch=2, size=SIZE, raw=True,
+        report = export_onnx(from_hf(build()), path, ExportOptions(msda="portable" if msda == "portable" else "plugin",
+                                                                   fused=msda == "fused", batch=2, size=SIZE, raw=True,
                                                                    normalize_in_graph=False))
         nodes = [node for node in onnx.load(str(path)).graph.node if "Deformable" in node.op_type]
-        assert len(nodes) == (2 if msda == "plugin" else 0) and len(report.msda) == 2
+        assert len(nodes) == (0 if msda == "portable" else 2) and len(report.msda) == 2
         for node in nodes:
             attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             assert {k: attributes[k] for k in ("points_per_level", "method") if k in attributes} == expected_attributes
-        form = "plugin node DetrtMultiscaleDeformableAttn" if msda == "plugin" else "portable"
+        form = {"plugin": "plugin node DetrtMultiscaleDeformableAttn", "fused": "plugin node DetrtMultiscaleDeformableAttnFused",
+                "portable": "portable"}[msda]
         assert all(f.startswith(form) and f"{points}, {method}" in f for f in report.msda.values()), report.msda
         session = create_session(path)
         outputs = dict(zip([o.name for o in session.get_outputs()],
@@ -136,9 +142,10 @@ def test_generalised_sampling_exports_as_plugin_nodes(case: str, tmp_path: Path)
         assert np.abs(outputs["pred_boxes"] - boxes).max() < ATOL, msda
 
 
-def test_refuses_the_fused_node(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="rt_detr computes its sampling locations in its own modules.*drop --fused"):
-        export_onnx(from_hf(tiny_rt_detr()), tmp_path / "fused.onnx", ExportOptions(size=SIZE, fused=True))
+def test_fused_export_of_the_discrete_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="rt_detr_v2 samples with the discrete method.*drop --fused"):
+        export_onnx(from_hf(tiny_rt_detr_v2(method="discrete")), tmp_path / "fused.onnx",
+                    ExportOptions(size=SIZE, fused=True))
     assert not (tmp_path / "fused.onnx").exists()
 
 
