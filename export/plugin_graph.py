@@ -140,23 +140,26 @@ def sampling_problem(node: onnx.NodeProto, levels: int | None, dims: dict) -> st
                ((("sampling_offsets", 4), ("attention_logits", 5)) if fused
                 else (("sampling_locations", 3), ("attention_weights", 4))) if position < len(node.input)]
     if points is None:
-        rank = samples[0][1] and len(samples[0][1])
-        if rank and rank != 6:
-            return (f"its {samples[0][0]} input has rank {rank}, but without a {POINTS_ATTRIBUTE} attribute it must "
+        name, shape = samples[0] if samples else ("", None)
+        if shape is not None and len(shape) != 6:
+            return (f"its {name} input has rank {len(shape)}, but without a {POINTS_ATTRIBUTE} attribute it must "
                     "be (N, Lq, M, L, P, 2)")
         return None
     points = list(points)
     if not points or min(points) < 1:
         return f"its {POINTS_ATTRIBUTE} attribute {points} must hold one count >= 1 per level"
     if levels is not None and len(points) != levels:
-        return f"its {POINTS_ATTRIBUTE} attribute has {len(points)} entries {points}, but spatial_shapes has {levels} levels"
+        return (f"its {POINTS_ATTRIBUTE} attribute has {len(points)} entries {points}, but spatial_shapes has "
+                f"{levels} levels")
     if sum(points) > MAX_SAMPLES_PER_HEAD:
-        return f"its {POINTS_ATTRIBUTE} attribute sums to {sum(points)}, more than the {MAX_SAMPLES_PER_HEAD} samples per head the plugin takes"
+        return (f"its {POINTS_ATTRIBUTE} attribute sums to {sum(points)}, more than the {MAX_SAMPLES_PER_HEAD} "
+                "samples per head the plugin takes")
     for (name, shape), rank in zip(samples, (5, 4)):
         if shape is None:
             continue
         if len(shape) != rank:
-            return f"its {POINTS_ATTRIBUTE} attribute needs a rank-{rank} {name} (N, Lq, M, T, ...), got rank {len(shape)}"
+            return (f"its {POINTS_ATTRIBUTE} attribute needs a rank-{rank} {name} (N, Lq, M, T, ...), "
+                    f"got rank {len(shape)}")
         if shape[3] is not None and shape[3] != sum(points):
             return (f"its {POINTS_ATTRIBUTE} attribute {points} sums to T = {sum(points)}, but its {name} input "
                     f"has T = {shape[3]}")

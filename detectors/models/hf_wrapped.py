@@ -101,7 +101,8 @@ class HFSamplingV2(MsdaModule):
         if len(set(self._points)) == 1:  # one count for every level: the (N, Lq, M, L, P) layout, no list
             n, queries, heads = sampling_locations.shape[:3]
             shape = (n, queries, heads, self.n_levels, self._points[0])
-            sampling_locations, attention_weights = sampling_locations.reshape(*shape, 2), attention_weights.reshape(shape)
+            sampling_locations = sampling_locations.reshape(*shape, 2)
+            attention_weights = attention_weights.reshape(shape)
             points = None
         return ms_deform_attn(value, shapes, starts, sampling_locations, attention_weights, impl=self.impl,
                               validate=False, points_per_level=points, method=self.method)
