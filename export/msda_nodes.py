@@ -44,10 +44,10 @@ PLUGIN_NODES = {"plugin": DETRT_PLUGIN, "nvidia": NVIDIA_PLUGIN}
 
 # Limits of our kernels (plugins/msda_kernels/detrt_msda.h and msda_cuda.cu): at most 16 levels, and the
 # bilinear corners of one head's T = sum(P_l) samples (32 bytes each, plus one row, plus 8 bytes in the fused
-# form) must fit the kernel's dynamic shared memory: 48 KiB less its static table of 16 levels (20
-# bytes each since ABI 0.3.0: height, width, start, points, first sample).
+# form) must fit the kernel's dynamic shared memory: 48 KiB less its static table of 16 levels (12
+# bytes each: height, width, start; the point counts per level travel in the kernel's parameters).
 MAX_LEVELS = 16
-MAX_SAMPLES_PER_HEAD = (48 * 1024 - MAX_LEVELS * 20 - 8) // 32 - 1
+MAX_SAMPLES_PER_HEAD = (48 * 1024 - MAX_LEVELS * 12 - 8) // 32 - 1
 # The optional node attributes `points_per_level` (INTS, one count per level; the sampling inputs are
 # then (N, Lq, M, T, ...) with T their sum) and `method` (STRING): absent means one count for every level,
 # read from the (N, Lq, M, L, P, ...) inputs, and this method.
