@@ -4,8 +4,9 @@ on its own std::thread so __syncthreads() is a real barrier; the launch limits o
 shared memory of exactly the launch's size; AddressSanitizer and UBSan on every access), then the
 C++ check plugins/msda_kernels/tests/msda_check.cpp in `cuda` mode through the C ABI's CUDA entries: plain
 and fused, fp32 and fp16, D 16/32/64 (vector path) and generic D and misaligned tensors (one warp
-per head), and the samples per head at both edges of the kernel's shared memory (the largest that
-fits runs, one more is DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE). Against float64: fp32 1e-5, fp16 1e-3
+per head), unequal point counts per level and the discrete method, and the samples per head at both
+edges of the kernel's shared memory, with one count and with unequal counts (the largest that fits
+runs, one more is DETRT_MSDA_ERROR_PROBLEM_TOO_LARGE). Against float64: fp32 1e-5, fp16 1e-3
 relative (see msda_check.cpp).
 
 Needs CMake and a C++17 compiler; no GPU and no CUDA toolkit.

@@ -193,11 +193,11 @@ def test_c_abi_level_points_and_method(counts: list[int], num_points: int, metho
     lib = library.load_library()
     shapes, starts = level_tensors([(2, 3), (1, 1)])
     points = torch.tensor(counts, dtype=torch.int32)
-    problem_ = library.Problem(1, 7, 1, 4, 2, 2, num_points, 0, 1, shapes.data_ptr(), starts.data_ptr(),
+    description = library.Problem(1, 7, 1, 4, 2, 2, num_points, 0, 1, shapes.data_ptr(), starts.data_ptr(),
                                points.data_ptr(), method)
     value, samples, output = torch.zeros(7 * 4), torch.full((2 * 5 * 2,), 0.5), torch.empty(2 * 4)
-    assert lib.detrt_msda_forward_cpu(ctypes.byref(problem_), value.data_ptr(), samples.data_ptr(),
+    assert lib.detrt_msda_forward_cpu(ctypes.byref(description), value.data_ptr(), samples.data_ptr(),
                                       samples.data_ptr(), output.data_ptr(), 1) == status
     if status:  # the CUDA entries validate on the host first, with or without CUDA
-        assert lib.detrt_msda_forward_cuda(ctypes.byref(problem_), value.data_ptr(), samples.data_ptr(),
+        assert lib.detrt_msda_forward_cuda(ctypes.byref(description), value.data_ptr(), samples.data_ptr(),
                                            samples.data_ptr(), output.data_ptr(), None) == status

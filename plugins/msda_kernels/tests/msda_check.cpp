@@ -327,17 +327,18 @@ int main(int argc, char** argv) {
       {{{3, 1}, {1, 6}}, 1, 4, 1, 8, 6},
       {{{5, 4}, {2, 2}}, 2, 5, 3, 40, 3},       // generic D over more than one warp of lanes
       {{{20, 12}, {10, 6}}, 1, 300, 2, 40, 4},  // more heads than one CPU worker's chunk
-      // unequal point counts per level (D-FINE's [3, 6, 3]), two levels, one level given as a list
-      {{{8, 4}, {4, 2}, {2, 1}}, 2, 9, 2, 32, 0, {3, 6, 3}},
-      {{{5, 7}, {3, 3}}, 1, 6, 2, 24, 0, {1, 4}},
-      {{{6, 5}}, 1, 8, 3, 16, 0, {5}},
-      {{{4, 4}, {2, 3}, {1, 1}, {2, 2}}, 1, 5, 4, 64, 0, {2, 1, 7, 3}},
+      // unequal point counts per level (D-FINE's [3, 6, 3]), two levels, one level given as a list; at
+      // most 8 heads each (one emulated CUDA block: each block costs its threads' start-up under ASan)
+      {{{8, 4}, {4, 2}, {2, 1}}, 2, 2, 2, 32, 0, {3, 6, 3}},
+      {{{5, 7}, {3, 3}}, 1, 4, 2, 24, 0, {1, 4}},
+      {{{6, 5}}, 1, 4, 2, 16, 0, {5}},
+      {{{4, 4}, {2, 3}, {1, 1}, {2, 2}}, 1, 2, 4, 64, 0, {2, 1, 7, 3}},
       // the discrete method: uniform and unequal counts, specialised and generic D
-      {{{8, 4}, {4, 2}, {2, 1}}, 2, 9, 2, 32, 0, {3, 6, 3}, DETRT_MSDA_DISCRETE},
-      {{{1, 1}, {3, 5}}, 1, 5, 2, 16, 0, {1, 4}, DETRT_MSDA_DISCRETE},
+      {{{8, 4}, {4, 2}, {2, 1}}, 2, 2, 2, 32, 0, {3, 6, 3}, DETRT_MSDA_DISCRETE},
+      {{{1, 1}, {3, 5}}, 1, 4, 2, 16, 0, {1, 4}, DETRT_MSDA_DISCRETE},
       {{{7, 3}}, 1, 6, 1, 64, 4, {}, DETRT_MSDA_DISCRETE},
-      {{{5, 4}, {2, 2}}, 2, 5, 3, 40, 3, {}, DETRT_MSDA_DISCRETE},
-      {{{19, 23}, {3, 5}}, 1, 6, 2, 16, 0, {3, 2}, DETRT_MSDA_DISCRETE},  // sizes with rounding traps
+      {{{5, 4}, {2, 2}}, 1, 4, 2, 40, 3, {}, DETRT_MSDA_DISCRETE},
+      {{{19, 23}, {3, 5}}, 1, 4, 2, 16, 0, {3, 2}, DETRT_MSDA_DISCRETE},  // sizes with rounding traps
   };
   std::vector<std::pair<int, int>> edge(kEdgeLevels, {3, 2});
   edge.back() = {1, 1};
@@ -379,7 +380,9 @@ int main(int argc, char** argv) {
       continue;  // the CPU chunking case: emulated, its 600 heads cost seconds and add no CUDA path
     }
     run_case(c, false, ok, ok);
-    if (c.dim % 16 == 0) {  // the specialised D: misaligned tensors take the generic path instead
+    // The specialised D: misaligned tensors take the generic path instead (for one count, bilinear: the
+    // per-level and discrete cases reach the generic path through D 24 and 40).
+    if (c.dim % 16 == 0 && c.counts.empty() && c.method == DETRT_MSDA_BILINEAR) {
       run_case(c, true, ok, ok);
     }
   }
