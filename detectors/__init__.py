@@ -29,6 +29,7 @@ from .evaluate import coco_metrics, coco_results, evaluate_detector
 from .limits import LimitError, check_input_size
 from .models.build import build_model, set_msda_impl
 from .models.ms_deform_attn import MSDeformAttn, MsdaModule
+from .models.msda_op import METHODS as MSDA_METHODS
 from .models.msda_op import ms_deform_attn, ms_deform_attn_reference
 from .preprocess import PreprocessSpec, normalize, preprocess, resize, to_float_image
 from .tempfiles import temporary_folder
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CheckpointError", "CocoDataset", "Detections", "Detector", "DetectorConfig", "DetrtError", "ImageReadError",
-    "InputError", "LimitError", "MSDeformAttn", "MissingFileError", "MsdaModule", "PreprocessSpec", "StateDictMismatchError",
+    "InputError", "LimitError", "MSDA_METHODS", "MSDeformAttn", "MissingFileError", "MsdaModule", "PreprocessSpec", "StateDictMismatchError",
     "TrainSettings", "all_architectures", "architecture_names", "as_image_tensor", "build_model",
     "check_input_size", "check_state_dict", "coco_metrics", "coco_results", "detector_from_state_dict",
     "evaluate_detector", "from_hf", "image_size", "load", "ms_deform_attn", "ms_deform_attn_reference",

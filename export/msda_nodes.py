@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from detrt.detectors import MSDA_METHODS as METHODS
 from detrt.detectors import InputError
-from detrt.detectors.models.msda_op import METHODS
 from torch.onnx import symbolic_helper
 
 from .plugin_mode import active_mode
