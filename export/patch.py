@@ -28,7 +28,7 @@ from .plugin_graph import validate_plugin_graph
 # GridSample sum the same fp32 products in another order (about 1e-6 here); 1e-4 leaves room for the
 # layers after MSDA to grow that difference, and is far below any change a wrong layout would make.
 TOLERANCE = 1e-4
-_DYNAMIC_SIZE = 1  # a symbolic input dimension (batch) is given this size for the check
+_DYNAMIC_SIZE = 1  # a symbolic batch dimension is given this size for the check
 
 
 class PatchError(InputError):
@@ -45,6 +45,7 @@ class PatchReport:
     max_difference: float = 0.0  # largest |patched - original| over every output of the check run
     removed_nodes: int = 0
     not_fused: list[str] = field(default_factory=list)  # --fused: subgraphs given the plain node, and why
+    fixed_inputs: dict[str, list] = field(default_factory=dict)  # inputs whose symbolic sizes were fixed
 
     def lines(self) -> list[str]:
         """One line per plugin node: its name, what it replaced and the problem's sizes."""
@@ -56,21 +57,28 @@ class PatchReport:
         """JSON-friendly summary (the CLI prints it)."""
         return {"replaced": self.replaced,
                 "unsupported": self.unsupported, "untouched_grid_samples": self.untouched,
-                "not_fused": self.not_fused, "removed_nodes": self.removed_nodes, "max_output_difference": self.max_difference,
+                "not_fused": self.not_fused, "fixed_inputs": self.fixed_inputs, "removed_nodes": self.removed_nodes, "max_output_difference": self.max_difference,
                 "tolerance": TOLERANCE}
 
 
-def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
-    """One random input per graph input: floats in [0, 1), integers in [1, 640] (sizes), booleans False;
-    symbolic dimensions get size 1."""
+def random_feeds(model: onnx.ModelProto, seed: int = 0,
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """One random input per graph input: floats in [0, 1), integers in [1, 640] (sizes), booleans False.
+    A symbolic first (batch) dimension gets size 1; other symbolic dimensions (height, width) fix the
+    feature-map sizes the plugin node is built for, so they must be given in `shapes`."""
+    shapes = dict(shapes or {})
     initializers = {t.name for t in model.graph.initializer}
+    inputs = [info for info in model.graph.input if info.name not in initializers]
+    unknown = sorted(set(shapes) - {info.name for info in inputs})
+    if unknown:
+        raise PatchError(f"--shape names {unknown}, which the model does not take; its inputs are "
+                         f"{[info.name for info in inputs]}")
     generator = np.random.default_rng(seed)
     feeds = {}
-    for info in model.graph.input:
-        if info.name in initializers:
-            continue
+    for info in inputs:
         tensor = info.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else _DYNAMIC_SIZE for d in tensor.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in tensor.shape.dim]
+        shape = _input_shape(info.name, dims, shapes.get(info.name))
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
         if np.issubdtype(dtype, np.floating):
             feeds[info.name] = generator.random(shape).astype(dtype)
@@ -79,6 +87,35 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         else:
             feeds[info.name] = np.zeros(shape, dtype)
     return feeds
+
+
+def _input_shape(name: str, dims: list[int | str], given: tuple[int, ...] | None) -> list[int]:
+    example = "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else "640") for i, d in enumerate(dims))
+    if given is None:
+        symbolic = [d for d in dims[1:] if not isinstance(d, int)]
+        if symbolic:
+            raise PatchError(f"input {name} {dims} has symbolic sizes {symbolic} beyond the batch; the plugin node is "
+                             f"built for fixed feature-map sizes: give the size the model runs at with --shape "
+                             f"{name}={example} (the patched file is fixed to it)")
+        return [d if isinstance(d, int) else _DYNAMIC_SIZE for d in dims]
+    if len(given) != len(dims) or any(isinstance(d, int) and d != g for d, g in zip(dims, given)):
+        raise PatchError(f"--shape {name}={'x'.join(map(str, given))} does not fit the input's shape {dims}")
+    return list(given)
+
+
+def _fix_input_sizes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, list]:
+    """Give `model`'s symbolic input sizes beyond the batch the sizes of `feeds` (what its plugin nodes'
+    level tables were built for); returns the inputs changed, with their shapes (the batch stays as it was)."""
+    fixed = {}
+    for info in model.graph.input:
+        dims = info.type.tensor_type.shape.dim
+        if info.name not in feeds or all(d.HasField("dim_value") for d in dims[1:]):
+            continue
+        for dim, size in zip(dims[1:], feeds[info.name].shape[1:]):
+            dim.Clear()
+            dim.dim_value = int(size)
+        fixed[info.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    return fixed
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> dict[str, np.ndarray]:
@@ -214,16 +251,20 @@ def _no_subgraph_message(path: str, findings: Findings) -> str:
     if findings.untouched:
         return (f"{path}: no MSDA subgraph; its {len(findings.untouched)} GridSample node(s) feed no weighted sum "
                 f"over levels ({', '.join(findings.untouched[:3])}...), so they are not MSDA and were left alone")
-    return f"{path}: no MSDA subgraph (it has no GridSample node); nothing to patch"
+    return (f"{path}: no MSDA subgraph (it has no GridSample node); nothing to patch. detrt patch finds MSDA as "
+            "GridSample per level; RT-DETRv2's discrete sampling (a gather) is not recognised: export such a model "
+            "with `detrt export --hf DIR`")
 
 
 def patch_model(model: onnx.ModelProto, name: str, fused: bool = False, seed: int = 0,
-                progress: Callable[[str], None] = lambda message: None) -> tuple[onnx.ModelProto, PatchReport]:
+                progress: Callable[[str], None] = lambda message: None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[onnx.ModelProto, PatchReport]:
     """`model` with every MSDA subgraph replaced by a detrt plugin node (`fused`: the fused node, where the
     locations and weights are computed as it computes them), checked on random input to give every output
-    unchanged; and what was done. `name` names the model in messages."""
+    unchanged; and what was done. `name` names the model in messages; `shapes` sizes its inputs where they
+    are symbolic beyond the batch (the patched model is fixed to them)."""
     register_plugin_schemas()
-    feeds = random_feeds(model, seed)
+    feeds = random_feeds(model, seed, shapes)
     progress(f"running {name} in ONNX Runtime on random input ({', '.join(f'{k} {list(v.shape)}' for k, v in feeds.items())})")
     constants = constant_values(model)
     candidates = candidate_tensors(model)
@@ -242,20 +283,22 @@ def patch_model(model: onnx.ModelProto, name: str, fused: bool = False, seed: in
     not_fused = [f"{s.output}: {reason}" for s, reason in zip(findings.subgraphs, fused_inputs) if isinstance(reason, str)]
     fused_inputs = [None if isinstance(inputs, str) else inputs for inputs in fused_inputs]
     patched, replaced, removed = replace_subgraphs(model, findings.subgraphs, fused_inputs)
+    fixed = _fix_input_sizes(patched, feeds)
     validate_plugin_graph(patched)
     onnx.checker.check_model(patched)
     progress("checking the patched graph against the original")
     checked = [s.output for s in findings.subgraphs]
     after = _run(patched, feeds, checked)
     worst = _compare([o.name for o in model.graph.output] + checked, values, after, name)
-    return patched, PatchReport(replaced, findings.unsupported, findings.untouched, worst, removed, not_fused)
+    return patched, PatchReport(replaced, findings.unsupported, findings.untouched, worst, removed, not_fused, fixed)
 
 
 def patch_onnx(source: str | Path, target: str | Path, fused: bool = False, seed: int = 0,
-               progress: Callable[[str], None] = lambda message: None) -> PatchReport:
+               progress: Callable[[str], None] = lambda message: None,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> PatchReport:
     """`patch_model` of the ONNX at `source`, written to `target` atomically (nothing is written when the
     check fails)."""
-    patched, report = patch_model(load_onnx(source), str(source), fused, seed, progress)
+    patched, report = patch_model(load_onnx(source), str(source), fused, seed, progress, shapes)
     save_atomic(patched, target)
     return report
 

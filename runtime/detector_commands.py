@@ -117,11 +117,23 @@ def export(args: argparse.Namespace) -> dict:
     return report.to_dict()
 
 
+def _parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """`--shape images=1x3x640x640` (repeatable) as {name: sizes}."""
+    shapes = {}
+    for item in items or []:
+        name, _, sizes = item.rpartition("=")
+        parts = sizes.lower().split("x")
+        if not name or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise InputError(f"--shape must be NAME=SIZExSIZEx..., e.g. images=1x3x640x640, got {item!r}")
+        shapes[name] = tuple(int(part) for part in parts)
+    return shapes
+
+
 def patch(args: argparse.Namespace) -> dict:
     """Replace the MSDA subgraphs of an ONNX file exported by other code by detrt plugin nodes."""
     from detrt.export import patch_onnx
 
-    report = patch_onnx(args.onnx, args.output, fused=args.fused, seed=args.seed,
+    report = patch_onnx(args.onnx, args.output, fused=args.fused, seed=args.seed, shapes=_parse_shapes(args.shape),
                         progress=lambda message: print(message, file=sys.stderr, flush=True))
     summary = {"source": args.onnx, "written": args.output, **report.to_dict()}
     return summary if args.json else {**summary, "replaced": "".join(f"\n  {line}" for line in report.lines())}
@@ -199,6 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     patch_parser.add_argument("-o", "--output", required=True, help="the patched ONNX file to write")
     patch_parser.add_argument("--fused", action="store_true",
                               help="use the fused node, which also computes the sampling locations and the softmax")
+    patch_parser.add_argument("--shape", action="append", metavar="NAME=1x3xHxW",
+                              help="the size of an input whose height/width are symbolic (repeatable); the plugin "
+                                   "nodes are built for it and the patched file is fixed to it (the batch stays)")
     patch_parser.add_argument("--seed", type=int, default=0, help="seed of the random input of the check run")
     patch_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     patch_parser.set_defaults(handler=patch)

@@ -40,10 +40,12 @@ class Outputs(nn.Module):
         return outputs.logits, outputs.pred_boxes
 
 
-def export_plainly(model: nn.Module, path: Path, opset: int, dynamo: bool = False) -> Path:
-    """torch.onnx.export of `model` as a user without detrt would write it."""
+def export_plainly(model: nn.Module, path: Path, opset: int, dynamo: bool = False, dynamic_size: bool = False) -> Path:
+    """torch.onnx.export of `model` as a user without detrt would write it (`dynamic_size`: batch, height and
+    width symbolic, as optimum's exports have them)."""
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}} if dynamic_size else None
     torch.onnx.export(model.eval(), (torch.rand(1, 3, *SIZE),), str(path), opset_version=opset, dynamo=dynamo,
-                      input_names=["images"], output_names=["logits", "boxes"])
+                      input_names=["images"], output_names=["logits", "boxes"], dynamic_axes=axes)
     return path
 
 
@@ -54,7 +56,7 @@ def ops(path: Path) -> Counter:
 # (family, builder, points per level, opset, exporter): every family of the acceptance, the points-per-level
 # form of D-FINE / DEIMv2 checkpoints ([3, 6, 3]), opsets 16, 17 and 20, and the dynamo exporter
 CASES = {
-    "rt_detr-opset17": (lambda: tiny_rt_detr(), 17, False),
+    "rt_detr-opset17-dynamic-size": (lambda: tiny_rt_detr(), 17, False),
     "rt_detr-opset18-dynamo": (lambda: tiny_rt_detr(), 18, True),
     "d_fine-points-3-6-3-opset16": (lambda: tiny_d_fine(points=[3, 6, 3]), 16, False),
     "deimv2-points-3-6-3-opset20": (lambda: tiny_deimv2(points=[3, 6, 3]), 20, False),
@@ -65,15 +67,23 @@ CASES = {
 def test_patched_torch_onnx_export_matches_transformers(case, tmp_path, capsys):
     build, opset, dynamo = CASES[case]
     model = Outputs(build()).eval()
-    source = export_plainly(model, tmp_path / "foreign.onnx", opset, dynamo)
+    dynamic_size = case.endswith("dynamic-size")
+    source = export_plainly(model, tmp_path / "foreign.onnx", opset, dynamo, dynamic_size)
     assert ops(source)["GridSample"] == 6  # 2 decoder layers x 3 levels
     capsys.readouterr()  # the dynamo exporter prints its progress
     target = tmp_path / "patched.onnx"
-    fused = case.startswith("d_fine")  # one family through the fused node as well
-    assert main(["patch", str(source), "-o", str(target), "--json", *(["--fused"] if fused else [])]) == 0
+    options = ["--fused"] if case.startswith("d_fine") else []  # one family through the fused node as well
+    if dynamic_size:  # the plugin's level tables need the size: refused without it, fixed to it with --shape
+        assert main(["patch", str(source), "-o", str(target)]) == 2 and not target.exists()
+        assert "give the size the model runs at with --shape images=1x3x640x640" in capsys.readouterr().err
+        options = ["--shape", f"images=1x3x{SIZE[0]}x{SIZE[1]}"]
+    assert main(["patch", str(source), "-o", str(target), "--json", *options]) == 0
     report = json.loads(capsys.readouterr().out)
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(target)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == (["batch", 3, *SIZE] if dynamic_size else [1, 3, *SIZE])
+    assert report["fixed_inputs"] == ({"images": dims} if dynamic_size else {})
     counts = ops(target)
-    node = DETRT_FUSED_PLUGIN if fused else DETRT_PLUGIN
+    node = DETRT_FUSED_PLUGIN if "--fused" in options else DETRT_PLUGIN
     assert counts["GridSample"] == 0 and counts[node.name] == 2, counts
     assert len(report["replaced"]) == 2 and report["unsupported"] == [] and report["not_fused"] == []
     assert report["replaced"][0]["levels"] == [[24, 32], [12, 16], [6, 8]]
