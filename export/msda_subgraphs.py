@@ -33,6 +33,17 @@ GRID_TOLERANCE = 1e-6  # |grid - (2 * loc - 1)|: the graph computes the grid fro
 
 
 @dataclass
+class FusedInputs:
+    """The fused plugin's inputs in a foreign graph: reference points, raw offsets and pre-softmax logits."""
+
+    reference_points: str  # (N, Lq, L, d), (N, Lq, 1, d) or (N, Lq, d); d = 2 (x, y) or 4 (cx, cy, w, h)
+    offsets: str  # (N, Lq, M, T, 2) or (N, Lq, M, L, P, 2)
+    logits: str  # (N, Lq, M, T) or (N, Lq, M, L, P)
+    reference_dim: int
+    reference_levels: int  # L: one reference per level, as the plugin takes them; 1: one for all levels
+
+
+@dataclass
 class MsdaSubgraph:
     """One MSDA computation in a foreign graph: the tensors that play its roles and its sizes."""
 
@@ -50,6 +61,8 @@ class MsdaSubgraph:
     constant_locations: np.ndarray | None = None  # (N, Lq, M, T, 2), from constant grids
     constant_weights: np.ndarray | None = None  # (N, Lq, M, T), from a constant factor
     value_is_4d: bool = True  # False: `value` holds the (N, S, M, D) values in another shape, e.g. (N, S, M*D)
+    fused: FusedInputs | None = None  # found when asked for (`find_msda_subgraphs(fused=True)`)
+    not_fused: str | None = None  # asked for, not found: why
 
     def describe(self) -> dict:
         """JSON-friendly summary."""
@@ -125,9 +138,9 @@ def candidate_tensors(model: onnx.ModelProto) -> list[str]:
     return list(names)
 
 
-def find_msda_subgraphs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> Findings:
+def find_msda_subgraphs(model: onnx.ModelProto, values: dict[str, np.ndarray], fused: bool = False) -> Findings:
     """Every MSDA subgraph of `model`, its roles proven on `values` (one run's tensors by name, at least
-    those of `candidate_tensors`)."""
+    those of `candidate_tensors`); `fused`: also the fused node's inputs of each, where they are found."""
     graph = _Graph(model)
     findings = Findings()
     groups: dict[str, list[onnx.NodeProto]] = {}
@@ -142,7 +155,7 @@ def find_msda_subgraphs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -
     for reduce_name, samplers in groups.items():
         problem = next((p for p in map(_unsupported_mode, samplers) if p), None)
         if problem is None:
-            match = _match(graph, samplers, reduce_name, values)
+            match = _match(graph, samplers, reduce_name, values, fused)
             if isinstance(match, MsdaSubgraph):
                 findings.subgraphs.append(match)
                 continue
@@ -167,9 +180,9 @@ def _weighted_sum(graph: _Graph, sampler: onnx.NodeProto) -> onnx.NodeProto | No
     return None
 
 
-def _match(graph: _Graph, samplers: list[onnx.NodeProto], reduce_name: str,
-           values: dict[str, np.ndarray]) -> MsdaSubgraph | str:
-    """The roles of one GridSample group, or why they were not all found."""
+def _match(graph: _Graph, samplers: list[onnx.NodeProto], reduce_name: str, values: dict[str, np.ndarray],
+           fused: bool) -> MsdaSubgraph | str:
+    """The roles of one GridSample group (`fused`: and the fused node's inputs), or why they were not all found."""
     inputs = [values.get(node.input[0]) for node in samplers]
     grids = [values.get(node.input[1]) for node in samplers]
     if any(v is None or v.ndim != 4 for v in (*inputs, *grids)):
@@ -202,8 +215,13 @@ def _match(graph: _Graph, samplers: list[onnx.NodeProto], reduce_name: str,
     constant_weights = None
     if isinstance(weights, np.ndarray):
         weights, constant_weights = None, weights
-    return MsdaSubgraph([n.name for n in samplers], reduce_name, value, locations, weights, output, shapes, points,
-                        heads, channels, queries, constant_locations, constant_weights, values[value].ndim == 4)
+    subgraph = MsdaSubgraph([n.name for n in samplers], reduce_name, value, locations, weights, output, shapes,
+                            points, heads, channels, queries, constant_locations, constant_weights,
+                            values[value].ndim == 4)
+    if fused:
+        found = _fused_inputs(graph, subgraph, sizes, values)
+        subgraph.fused, subgraph.not_fused = (found, None) if isinstance(found, FusedInputs) else (None, found)
+    return subgraph
 
 
 def _first(names: Iterable[str], values: dict[str, np.ndarray], test: Callable[[np.ndarray], bool]) -> str | None:
@@ -325,30 +343,17 @@ class _Sizes:
         return bool(np.array_equal(folded, factor))
 
 
-@dataclass
-class FusedInputs:
-    """The fused plugin's inputs in a foreign graph: reference points, raw offsets and pre-softmax logits."""
-
-    reference_points: str  # (N, Lq, L, d), (N, Lq, 1, d) or (N, Lq, d); d = 2 (x, y) or 4 (cx, cy, w, h)
-    offsets: str  # (N, Lq, M, T, 2) or (N, Lq, M, L, P, 2)
-    logits: str  # (N, Lq, M, T) or (N, Lq, M, L, P)
-    reference_dim: int
-    reference_levels: int  # L: one reference per level, as the plugin takes them; 1: one for all levels
-
-
 # |loc - fused formula(ref, offsets)|: the graph and the formula round in another order (a few fp32 ulps)
 LOCATION_TOLERANCE = 1e-5
 WEIGHT_TOLERANCE = 1e-6  # |softmax(logits) - weights|, both fp32
 
 
-def find_fused_inputs(model: onnx.ModelProto, subgraph: MsdaSubgraph, values: dict[str, np.ndarray]) -> FusedInputs | str:
+def _fused_inputs(graph: _Graph, subgraph: MsdaSubgraph, sizes: _Sizes,
+                  values: dict[str, np.ndarray]) -> FusedInputs | str:
     """The tensors the fused plugin node takes instead of `subgraph`'s locations and weights, proven on
-    `values` as `find_msda_subgraphs` proves its roles, or why they were not found."""
+    `values` as the other roles are, or why they were not found."""
     if subgraph.locations is None or subgraph.weights is None:
         return "its sampling locations or weights were folded into constants, so there is nothing to fuse"
-    graph = _Graph(model)
-    sizes = _Sizes(values[subgraph.value].shape[0], subgraph.heads, subgraph.channels, subgraph.queries,
-                   subgraph.level_shapes, subgraph.points)
     weights = sizes.per_sample(values[subgraph.weights], ())
     logits = None
     for name in graph.ancestors(subgraph.weights, 4):

@@ -18,8 +18,8 @@ from detrt.detectors import InputError
 from onnx import numpy_helper
 
 from .msda_nodes import DETRT_FUSED_PLUGIN, DETRT_PLUGIN
-from .msda_subgraphs import FusedInputs, Findings, MsdaSubgraph, candidate_tensors, find_fused_inputs, find_msda_subgraphs
-from .onnx_passes import MAX_IR_VERSION, add_level_shapes, constant_values, load_onnx, save_atomic
+from .msda_subgraphs import Findings, MsdaSubgraph, candidate_tensors, find_msda_subgraphs
+from .onnx_passes import add_level_shapes, constant_values, finalize, load_onnx, save_atomic
 from .onnx_schemas import register_plugin_schemas
 from .ort_plugins import create_session
 from .plugin_graph import validate_plugin_graph
@@ -149,9 +149,10 @@ class _NodeBuilder:
         return self.node("Reshape", [tensor, self.constant(np.array(shape, np.int64), f"{role}_shape")], role)
 
 
-def _plugin_nodes(subgraph: MsdaSubgraph, index: int, graph: onnx.GraphProto,
-                  fused: FusedInputs | None) -> list[onnx.NodeProto]:
-    """The nodes that replace `subgraph`: level-table constants, reshapes to the plugin's input ranks, the plugin."""
+def _plugin_nodes(subgraph: MsdaSubgraph, index: int, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes that replace `subgraph` (by the fused node where its fused inputs were found): level-table
+    constants, reshapes to the plugin's input ranks, the plugin."""
+    fused = subgraph.fused
     plugin = DETRT_FUSED_PLUGIN if fused else DETRT_PLUGIN
     build = _NodeBuilder(graph, f"{_common_prefix(subgraph.grid_samples) or f'msda_{index}'}/{plugin.name}")
     starts = np.cumsum([0] + [h * w for h, w in subgraph.level_shapes][:-1])
@@ -161,8 +162,8 @@ def _plugin_nodes(subgraph: MsdaSubgraph, index: int, graph: onnx.GraphProto,
     per_sample = [0, 0, 0, levels, points[0]] if uniform else [0, 0, 0, total]
     attributes = {} if uniform else {"points_per_level": points}
     if fused:
-        references = fused.reference_points
-        references = build.reshape(references, [0, 0, fused.reference_levels, fused.reference_dim], "reference_points")
+        references = build.reshape(fused.reference_points, [0, 0, fused.reference_levels, fused.reference_dim],
+                                   "reference_points")
         if fused.reference_levels != levels:  # one reference for every level: repeated per level
             references = build.node("Expand", [references, build.constant(np.array([1, 1, levels, 1], np.int64),
                                                                            "levels")], "reference_points_per_level")
@@ -221,25 +222,23 @@ def _prune(graph: onnx.GraphProto) -> int:
     return removed
 
 
-def replace_subgraphs(model: onnx.ModelProto, subgraphs: list[MsdaSubgraph],
-                      fused: list[FusedInputs | None]) -> tuple[onnx.ModelProto, list[dict], int]:
-    """A copy of `model` with each of `subgraphs` replaced by a plugin node (the fused one where `fused` gives
-    its inputs); also what was replaced and how many nodes were removed."""
+def replace_subgraphs(model: onnx.ModelProto, subgraphs: list[MsdaSubgraph]) -> tuple[onnx.ModelProto, list[dict], int]:
+    """A copy of `model` with each of `subgraphs` replaced by a plugin node (the fused one where its fused
+    inputs were found); also what was replaced and how many nodes were removed."""
     patched = onnx.ModelProto()
     patched.CopyFrom(model)
     graph = patched.graph
     replaced = []
-    for index, (subgraph, fused_inputs) in enumerate(zip(subgraphs, fused)):
+    for index, subgraph in enumerate(subgraphs):
         producer = next(i for i, node in enumerate(graph.node) if subgraph.output in node.output)
         del graph.node[producer]
-        new_nodes = _plugin_nodes(subgraph, index, graph, fused_inputs)
+        new_nodes = _plugin_nodes(subgraph, index, graph)
         for offset, node in enumerate(new_nodes):
             graph.node.insert(producer + offset, node)
         replaced.append({"node": new_nodes[-1].name, "op_type": new_nodes[-1].op_type, **subgraph.describe()})
     removed = _prune(graph) + len(subgraphs)  # the producers of the outputs, deleted above
     if not any(o.domain == DETRT_PLUGIN.domain for o in patched.opset_import):
         patched.opset_import.append(onnx.helper.make_opsetid(DETRT_PLUGIN.domain, 1))
-    patched.ir_version = min(patched.ir_version, MAX_IR_VERSION)
     add_level_shapes(patched)
     return patched, replaced, removed
 
@@ -274,18 +273,16 @@ def patch_model(model: onnx.ModelProto, name: str, fused: bool = False, seed: in
         raise PatchError(f"{name} does not run in ONNX Runtime ({type(error).__name__}: {error}); "
                          "patch a model that does") from error
     values |= {tensor: numpy_helper.to_array(constants[tensor]) for tensor in candidates if tensor in constants}
-    findings = find_msda_subgraphs(model, values)
+    findings = find_msda_subgraphs(model, values, fused)
     if not findings.subgraphs:
         raise PatchError(_no_subgraph_message(name, findings))
     progress(f"found {len(findings.subgraphs)} MSDA subgraph(s)" +
              (f"; {len(findings.unsupported)} GridSample group(s) not supported" if findings.unsupported else ""))
-    fused_inputs = [find_fused_inputs(model, s, values) if fused else None for s in findings.subgraphs]
-    not_fused = [f"{s.output}: {reason}" for s, reason in zip(findings.subgraphs, fused_inputs) if isinstance(reason, str)]
-    fused_inputs = [None if isinstance(inputs, str) else inputs for inputs in fused_inputs]
-    patched, replaced, removed = replace_subgraphs(model, findings.subgraphs, fused_inputs)
+    not_fused = [f"{s.output}: {s.not_fused}" for s in findings.subgraphs if s.not_fused]
+    patched, replaced, removed = replace_subgraphs(model, findings.subgraphs)
     fixed = _fix_input_sizes(patched, feeds)
     validate_plugin_graph(patched)
-    onnx.checker.check_model(patched)
+    finalize(patched)
     progress("checking the patched graph against the original")
     checked = [s.output for s in findings.subgraphs]
     after = _run(patched, feeds, checked)
