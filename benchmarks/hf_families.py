@@ -39,9 +39,9 @@ FAMILIES = {  # family -> (transformers classes, export size)
 }
 
 
-def default_model(config_name: str, model_name: str) -> torch.nn.Module:
-    """transformers' default configuration of a family, random weights, nothing downloaded."""
-    config = getattr(transformers, config_name)(**OVERRIDES.get(config_name, {}))
+def default_model(config_name: str, model_name: str, **changes: object) -> torch.nn.Module:
+    """transformers' default configuration of a family (with `changes`), random weights, nothing downloaded."""
+    config = getattr(transformers, config_name)(**{**OVERRIDES.get(config_name, {}), **changes})
     for name in ("use_pretrained_backbone", "use_timm_backbone"):
         if hasattr(config, name):
             setattr(config, name, False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from hf_families import FAMILIES, OVERRIDES, default_model, median_ms
+from hf_families import FAMILIES, default_model, median_ms
 from tables import write_table
 
 from detrt.export import create_session, patch_onnx
@@ -42,10 +42,8 @@ class Outputs(torch.nn.Module):
 
 
 def build(family: str) -> torch.nn.Module:
-    config_name, model_name = FAMILIES[family][0]
-    if family in POINTS:
-        OVERRIDES[config_name] = dict(decoder_n_points=POINTS[family])
-    return default_model(config_name, model_name)
+    changes = {"decoder_n_points": POINTS[family]} if family in POINTS else {}
+    return default_model(*FAMILIES[family][0], **changes)
 
 
 def main() -> None:

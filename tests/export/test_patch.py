@@ -21,23 +21,11 @@ from torch import Tensor, nn
 from detrt.detectors import ms_deform_attn_reference
 from detrt.export import DETRT_FUSED_PLUGIN, DETRT_PLUGIN, PatchError, create_session, patch_onnx
 from detrt.runtime.cli import main
-from support.hf_models import tiny_d_fine, tiny_deimv2, tiny_rt_detr
+from support.hf_models import LogitsAndBoxes, tiny_d_fine, tiny_deimv2, tiny_rt_detr
 from support.variants import exported_variant
 
 SIZE = (192, 256)  # not square
 ATOL = 1e-4
-
-
-class Outputs(nn.Module):
-    """A transformers detector as a plain (images -> logits, boxes) module, as users export them."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        outputs = self.model(pixel_values=images)
-        return outputs.logits, outputs.pred_boxes
 
 
 def export_plainly(model: nn.Module, path: Path, opset: int, dynamo: bool = False, dynamic_size: bool = False) -> Path:
@@ -66,7 +54,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_patched_torch_onnx_export_matches_transformers(case, tmp_path, capsys):
     build, opset, dynamo = CASES[case]
-    model = Outputs(build()).eval()
+    model = LogitsAndBoxes(build()).eval()
     dynamic_size = case.endswith("dynamic-size")
     source = export_plainly(model, tmp_path / "foreign.onnx", opset, dynamo, dynamic_size)
     assert ops(source)["GridSample"] == 6  # 2 decoder layers x 3 levels

@@ -136,19 +136,11 @@ def test_patched_foreign_export_builds(rtx, tmp_path: Path) -> None:
     import torch
 
     from detrt.export import patch_onnx
-    from support.hf_models import tiny_rt_detr
-
-    class Outputs(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = tiny_rt_detr()
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            outputs = self.model(pixel_values=images)
-            return outputs.logits, outputs.pred_boxes
+    from support.hf_models import LogitsAndBoxes, tiny_rt_detr
 
     source, patched = tmp_path / "foreign.onnx", tmp_path / "patched.onnx"
-    torch.onnx.export(Outputs().eval(), (torch.rand(1, 3, 192, 256),), str(source), opset_version=17, dynamo=False)
+    torch.onnx.export(LogitsAndBoxes(tiny_rt_detr()).eval(), (torch.rand(1, 3, 192, 256),), str(source),
+                      opset_version=17, dynamo=False)
     patch_onnx(source, patched, fused=True)
     assert {node.op_type for node in msda_nodes(patched)} == {DETRT_FUSED_PLUGIN.name}
     assert_one_plugin_layer_per_msda_node(rtx, patched, 1, "FLOAT")

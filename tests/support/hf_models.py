@@ -239,3 +239,15 @@ def tiny_rt_detr(seed: int = 0) -> nn.Module:
                           id2label={i: f"class{i}" for i in range(5)})
     torch.manual_seed(seed)
     return redraw_weights_(RTDetrForObjectDetection(config), seed, std=0.3)
+
+
+class LogitsAndBoxes(nn.Module):
+    """A transformers detector as (images -> logits, boxes), the module users export with plain torch.onnx."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        outputs = self.model(pixel_values=images)
+        return outputs.logits, outputs.pred_boxes
